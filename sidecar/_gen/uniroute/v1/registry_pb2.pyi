@@ -1,0 +1,162 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ProfileSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROFILE_SOURCE_UNSPECIFIED: _ClassVar[ProfileSource]
+    PROFILE_SOURCE_RESULTS: _ClassVar[ProfileSource]
+    PROFILE_SOURCE_EXPLICIT: _ClassVar[ProfileSource]
+PROFILE_SOURCE_UNSPECIFIED: ProfileSource
+PROFILE_SOURCE_RESULTS: ProfileSource
+PROFILE_SOURCE_EXPLICIT: ProfileSource
+
+class Model(_message.Message):
+    __slots__ = ("name", "cost", "error_rates", "validation_counts", "overall_error", "revision", "create_time", "update_time", "clustering_version", "description", "labels", "profile_source", "result_count", "create_revision")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATES_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    OVERALL_ERROR_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CLUSTERING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cost: float
+    error_rates: _containers.RepeatedScalarFieldContainer[float]
+    validation_counts: _containers.RepeatedScalarFieldContainer[int]
+    overall_error: float
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    clustering_version: str
+    description: str
+    labels: _containers.ScalarMap[str, str]
+    profile_source: ProfileSource
+    result_count: int
+    create_revision: int
+    def __init__(self, name: _Optional[str] = ..., cost: _Optional[float] = ..., error_rates: _Optional[_Iterable[float]] = ..., validation_counts: _Optional[_Iterable[int]] = ..., overall_error: _Optional[float] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., clustering_version: _Optional[str] = ..., description: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., profile_source: _Optional[_Union[ProfileSource, str]] = ..., result_count: _Optional[int] = ..., create_revision: _Optional[int] = ...) -> None: ...
+
+class ValidationResult(_message.Message):
+    __slots__ = ("item_id", "score")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    score: float
+    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class ValidationResults(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ValidationResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ValidationResult, _Mapping]]] = ...) -> None: ...
+
+class ErrorProfile(_message.Message):
+    __slots__ = ("error_rates",)
+    ERROR_RATES_FIELD_NUMBER: _ClassVar[int]
+    error_rates: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, error_rates: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class RegisterModelRequest(_message.Message):
+    __slots__ = ("name", "cost", "results", "profile", "description", "labels", "allow_update")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cost: float
+    results: ValidationResults
+    profile: ErrorProfile
+    description: str
+    labels: _containers.ScalarMap[str, str]
+    allow_update: bool
+    def __init__(self, name: _Optional[str] = ..., cost: _Optional[float] = ..., results: _Optional[_Union[ValidationResults, _Mapping]] = ..., profile: _Optional[_Union[ErrorProfile, _Mapping]] = ..., description: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., allow_update: _Optional[bool] = ...) -> None: ...
+
+class DeregisterModelRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeregisterModelResponse(_message.Message):
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    def __init__(self, revision: _Optional[int] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models", "next_page_token", "revision")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    next_page_token: str
+    revision: int
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class GetClusteringRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Clustering(_message.Message):
+    __slots__ = ("version", "k", "dim", "embedder_fingerprint", "validation_counts", "revision", "create_time")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    k: int
+    dim: int
+    embedder_fingerprint: str
+    validation_counts: _containers.RepeatedScalarFieldContainer[int]
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, version: _Optional[str] = ..., k: _Optional[int] = ..., dim: _Optional[int] = ..., embedder_fingerprint: _Optional[str] = ..., validation_counts: _Optional[_Iterable[int]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,124 @@
+"""The routing table: an immutable snapshot of Ψ, costs and centroids, swapped as a whole.
+
+Writers build a complete new table and publish it with one reference
+assignment (read-copy-update). A Route reads ``holder.current`` once and uses
+that table for the whole request, so it never locks and never sees a
+half-applied change.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._errors import NotFound
+from ._registry import ModelRecord, Snapshot
+
+
+@dataclass(frozen=True, eq=False)
+class RoutingTable:
+    """Everything one routing decision needs, as contiguous arrays the kernels accept."""
+
+    revision: int
+    clustering_version: str
+    embedder_fingerprint: str
+    centroids: np.ndarray  # float32 (K, D), unit rows
+    psi: np.ndarray  # float32 (M, K)
+    costs: np.ndarray  # float32 (M,)
+    names: tuple[str, ...]  # registration order; index i is row i of psi
+    index: Mapping[str, int] = field(repr=False)
+    all_candidates: np.ndarray = field(repr=False)  # bool (M,), all True
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        revision: int,
+        clustering_version: str,
+        embedder_fingerprint: str,
+        centroids: np.ndarray,
+        models: Iterable[ModelRecord],
+    ) -> RoutingTable:
+        models = [m for m in models if m.clustering_version == clustering_version]
+        k = int(centroids.shape[0])
+        psi = np.zeros((len(models), k), dtype=np.float32)
+        for row, model in enumerate(models):
+            psi[row] = model.error_rates
+        names = tuple(m.name for m in models)
+        return cls(
+            revision=revision,
+            clustering_version=clustering_version,
+            embedder_fingerprint=embedder_fingerprint,
+            centroids=np.ascontiguousarray(centroids, dtype=np.float32),
+            psi=np.ascontiguousarray(psi),
+            costs=np.asarray([m.cost for m in models], dtype=np.float32),
+            names=names,
+            index={name: i for i, name in enumerate(names)},
+            all_candidates=np.ones(len(models), dtype=np.bool_),
+        )
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Snapshot) -> RoutingTable | None:
+        """The table for a registry snapshot, or None when no clustering is loaded."""
+        if snapshot.clustering is None:
+            return None
+        clustering = snapshot.clustering.clustering
+        return cls.build(
+            revision=snapshot.revision,
+            clustering_version=clustering.version,
+            embedder_fingerprint=clustering.embedder_fingerprint,
+            centroids=clustering.centroids,
+            models=snapshot.models,
+        )
+
+    @property
+    def size(self) -> int:
+        return len(self.names)
+
+    @property
+    def k(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.centroids.shape[1])
+
+    def candidate_mask(self, names: Iterable[str]) -> np.ndarray:
+        """A boolean mask over the table's models; unknown names are NOT_FOUND."""
+        mask = np.zeros(self.size, dtype=np.bool_)
+        unknown = []
+        for name in names:
+            i = self.index.get(name)
+            if i is None:
+                unknown.append(name)
+            else:
+                mask[i] = True
+        if unknown:
+            raise NotFound(
+                f"unknown candidate model(s): {', '.join(repr(n) for n in sorted(set(unknown)))}; "
+                f"registered: {', '.join(self.names) or 'none'}"
+            )
+        return mask
+
+
+class TableHolder:
+    """Holds the current table; readers take ``current`` without locking.
+
+    ``publish`` is serialised and refuses to go back in revision, so a slow
+    writer can never replace a newer table with an older one.
+    """
+
+    def __init__(self, table: RoutingTable | None = None) -> None:
+        self.current: RoutingTable | None = table
+        self._publish_lock = threading.Lock()
+
+    def publish(self, table: RoutingTable) -> bool:
+        with self._publish_lock:
+            old = self.current
+            if old is not None and table.revision < old.revision:
+                return False
+            self.current = table  # the single reference swap readers rely on
+            return True
