@@ -1,11 +1,16 @@
 """UniRoute routing sidecar: universal model routing for a dynamic pool of LLMs.
 
 The public surface is what this module exports; everything in ``sidecar._*``
-is private and may change.
+is private and may change. Heavy parts (onnxruntime, the Numba kernels,
+scikit-learn) load on first use, so `sidecar route` and other client commands
+start without paying for the server's imports.
 """
 
-from ._clustering import Clustering, fit_clustering, load_clustering, save_clustering
-from ._embedder import Embedder, default_embedder_dir
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._errors import (
     AlreadyExists,
     ArtifactError,
@@ -14,11 +19,36 @@ from ._errors import (
     NotFound,
     SidecarError,
 )
-from ._profiles import Profile, profile_from_rates, profile_from_results
-from ._registry import ModelRecord, Registry, Snapshot
-from ._router import Decision, Query, Router
-from ._server import ServerConfig, Sidecar, serve
-from ._table import RoutingTable, TableHolder
+
+if TYPE_CHECKING:
+    from ._clustering import Clustering, fit_clustering, load_clustering, save_clustering
+    from ._embedder import Embedder, default_embedder_dir
+    from ._profiles import Profile, profile_from_rates, profile_from_results
+    from ._registry import ModelRecord, Registry, Snapshot
+    from ._router import Decision, Query, Router
+    from ._server import ServerConfig, Sidecar, serve
+    from ._table import RoutingTable, TableHolder
+
+_LAZY = {
+    "_clustering": ("Clustering", "fit_clustering", "load_clustering", "save_clustering"),
+    "_embedder": ("Embedder", "default_embedder_dir"),
+    "_profiles": ("Profile", "profile_from_rates", "profile_from_results"),
+    "_registry": ("ModelRecord", "Registry", "Snapshot"),
+    "_router": ("Decision", "Query", "Router"),
+    "_server": ("ServerConfig", "Sidecar", "serve"),
+    "_table": ("RoutingTable", "TableHolder"),
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sidecar' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AlreadyExists",

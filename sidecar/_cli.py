@@ -404,10 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Third-party libraries (onnxruntime's quantiser above all) log chatty INFO
+    # lines on the root logger; only the sidecar's own loggers speak at INFO.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)

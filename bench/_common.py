@@ -1,0 +1,101 @@
+"""What every benchmark shares: machine facts, percentiles, and writing results.
+
+Each benchmark writes machine-readable JSON under bench/out/ and replaces its
+own section of bench/RESULTS.md, so the file always holds the latest run of
+every benchmark with the command that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+OUT_DIR = BENCH_DIR / "out"
+RESULTS_MD = BENCH_DIR / "RESULTS.md"
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def summarise_ms(samples_s: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99/p99.9 and mean in milliseconds, from samples in seconds."""
+    a = np.asarray(samples_s, dtype=np.float64) * 1e3
+    return {
+        "n": int(a.size),
+        "p50": float(np.percentile(a, 50)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "p99.9": float(np.percentile(a, 99.9)),
+        "mean": float(a.mean()),
+    }
+
+
+def command_line() -> str:
+    """The command that is running, as someone would retype it."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    program = f"python -m {spec.name}" if spec is not None else f"python {sys.argv[0]}"
+    return " ".join([program, *sys.argv[1:]])
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def record(name: str, data: dict[str, Any], markdown: str) -> Path:
+    """Writes bench/out/<name>.json and replaces the <name> section of RESULTS.md."""
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": name,
+        "command": command_line(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        **data,
+    }
+    out = OUT_DIR / f"{name}.json"
+    out.write_text(json.dumps(payload, indent=1) + "\n")
+    m = payload["machine"]
+    section = (
+        f"<!-- BEGIN {name} -->\n"
+        f"## {name}\n\n"
+        f"Command: `{payload['command']}`  \n"
+        f"Run: {payload['time']} on {m['cores']} cores, {m['cpu']}, "
+        f"load average {m['load_average']}\n\n"
+        f"{markdown.strip()}\n"
+        f"<!-- END {name} -->"
+    )
+    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
+    pattern = re.compile(
+        rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S
+    )
+    text = (
+        pattern.sub(lambda _: section, text)
+        if pattern.search(text)
+        else (text.rstrip() + "\n\n" + section + "\n")
+    )
+    RESULTS_MD.write_text(text)
+    return out

@@ -1,0 +1,247 @@
+"""Route latency over gRPC against its two physical parts, measured side by side.
+
+A real `sidecar serve` subprocess (the shipped starter clustering, 11 models
+with synthetic profiles) answers Route from a single client. In the same run,
+interleaved round by round so machine noise hits every series alike, we time
+(a) the raw embedder in-process with the server's ONNX settings, tokenising
+included, and (b) an empty unary RPC (health Check) to the same server.
+Goal: Route p50 <= (a) p50 + (b) p50 + 0.15 ms.
+
+    python -m bench.route_latency [--rounds 20] [--per-round 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from uniroute.v1 import registry_pb2, registry_pb2_grpc, router_pb2, router_pb2_grpc
+
+from bench._common import record, summarise_ms, verdict
+from sidecar import Embedder, default_embedder_dir
+from sidecar._server import starter_artifact_dir
+
+GOAL_SLACK_MS = 0.15
+N_MODELS = 11
+WORDS = [
+    "please",
+    "summarise",
+    "explain",
+    "compare",
+    "the",
+    "quarterly",
+    "report",
+    "budget",
+    "python",
+    "function",
+    "error",
+    "database",
+    "query",
+    "customer",
+    "email",
+    "translate",
+    "french",
+    "poem",
+    "story",
+    "recipe",
+    "chicken",
+    "physics",
+    "energy",
+    "contract",
+    "clause",
+    "risk",
+    "market",
+    "growth",
+    "team",
+    "meeting",
+    "schedule",
+    "travel",
+    "hotel",
+    "price",
+    "invoice",
+    "data",
+    "table",
+    "chart",
+    "trend",
+    "model",
+    "accuracy",
+    "test",
+    "deploy",
+    "server",
+    "latency",
+    "memory",
+    "cache",
+]
+
+
+def prompts(n_words: int, count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(n_words)) for _ in range(count)]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def sidecar_process(workdir: Path) -> Iterator[str]:
+    """A real server process on a free port, SERVING before this yields."""
+    address = f"127.0.0.1:{free_port()}"
+    log = (workdir / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sidecar._cli",
+            "serve",
+            "--listen",
+            address,
+            "--db",
+            str(workdir / "bench.db"),
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 120
+            while True:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((workdir / "serve.log").read_text())
+                try:
+                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                        break
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.1)
+        yield address
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def register_synthetic_models(channel: grpc.Channel, seed: int = 0) -> None:
+    """11 models with random per-item correctness on the starter validation set."""
+    manifest = json.loads((starter_artifact_dir() / "clustering.json").read_text())
+    item_ids = [i for i, _ in manifest["validation"]["items"]]
+    rng = random.Random(seed)
+    stub = registry_pb2_grpc.RegistryStub(channel)
+    for m in range(N_MODELS):
+        skill = rng.uniform(0.4, 0.9)
+        stub.RegisterModel(
+            registry_pb2.RegisterModelRequest(
+                name=f"model-{m:02d}",
+                cost=rng.uniform(0.1, 10.0),
+                results=registry_pb2.ValidationResults(
+                    results=[
+                        registry_pb2.ValidationResult(item_id=i, score=float(rng.random() < skill))
+                        for i in item_ids
+                    ]
+                ),
+            )
+        )
+
+
+def timed(fn: Callable[[], object], repeat: int) -> list[float]:
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def cycle(items: Sequence[str]) -> Callable[[], str]:
+    state = {"i": 0}
+
+    def next_item() -> str:
+        state["i"] = (state["i"] + 1) % len(items)
+        return items[state["i"]]
+
+    return next_item
+
+
+def route_call(
+    router: router_pb2_grpc.RouterStub, next_prompt: Callable[[], str]
+) -> Callable[[], object]:
+    return lambda: router.Route(router_pb2.RouteRequest(prompt=next_prompt()))
+
+
+def embed_call(embedder: Embedder, next_prompt: Callable[[], str]) -> Callable[[], object]:
+    return lambda: embedder.embed(next_prompt())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.route_latency", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
+    parser.add_argument("--per-round", type=int, default=50, help="calls per series per round")
+    args = parser.parse_args(argv)
+
+    embedder = Embedder.from_dir(default_embedder_dir(), threads=1)
+    series: dict[str, list[float]] = {}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        sidecar_process(Path(tmp)) as address,
+        grpc.insecure_channel(address) as channel,
+    ):
+        register_synthetic_models(channel)
+        router = router_pb2_grpc.RouterStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        empty = health_pb2.HealthCheckRequest()
+        cases = {20: cycle(prompts(20, 200, 1)), 200: cycle(prompts(200, 200, 2))}
+        runs: dict[str, Callable[[], object]] = {
+            "empty_rpc": lambda: health.Check(empty),
+        }
+        for words, next_prompt in cases.items():
+            runs[f"route_{words}w"] = route_call(router, next_prompt)
+            runs[f"embed_{words}w"] = embed_call(embedder, next_prompt)
+        for fn in runs.values():  # warm every path before measuring
+            timed(fn, 20)
+        for _ in range(args.rounds):
+            for name, fn in runs.items():
+                series.setdefault(name, []).extend(timed(fn, args.per_round))
+
+    stats = {name: summarise_ms(samples) for name, samples in series.items()}
+    rows = []
+    goals = {}
+    for words in (20, 200):
+        route, embed, rpc = stats[f"route_{words}w"], stats[f"embed_{words}w"], stats["empty_rpc"]
+        budget = embed["p50"] + rpc["p50"] + GOAL_SLACK_MS
+        goals[f"{words}w"] = {"budget_ms": budget, "pass": route["p50"] <= budget}
+        overhead = route["p50"] - embed["p50"] - rpc["p50"]
+        rows.append(
+            f"| {words} words | {route['p50']:.3f} | {route['p99']:.3f} | {route['p99.9']:.3f} "
+            f"| {embed['p50']:.3f} | {rpc['p50']:.3f} | {overhead:+.3f} "
+            f"| {verdict(route['p50'] <= budget)} (≤ {budget:.3f}) |"
+        )
+    markdown = (
+        f"{args.rounds} interleaved rounds × {args.per_round} calls per series, single client, "
+        f"{N_MODELS} models, starter clustering (K=12), int8 MiniLM, 1 onnxruntime thread.\n\n"
+        "| prompt | Route p50 ms | p99 | p99.9 | (a) embed p50 | (b) empty RPC p50 "
+        "| overhead p50 | goal: Route p50 ≤ (a)+(b)+0.15 |\n"
+        "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+    )
+    out = record("route_latency", {"stats_ms": stats, "goals": goals}, markdown)
+    print(markdown)
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
