@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 # The ONNX embedder: exported from the packaged checkpoint, int8-quantised and
 # checked against fp32 on a probe set.
 embedder: $(EMBEDDER)
-$(EMBEDDER): $(STAMP)
+$(EMBEDDER): | $(STAMP)
 	$(BIN)/sidecar export-embedder --out $(EMBEDDER_DIR)
 
 # Serve on embedded defaults: the shipped starter clustering, a SQLite file

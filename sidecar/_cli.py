@@ -93,12 +93,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
     train = read_prompts(args.train)
     val_ids, val_prompts = read_items(args.val)
     embedder = Embedder.from_dir(args.embedder or default_embedder_dir(), threads=args.threads)
-    train_vectors = _embed_with_progress(embedder, train, "embedding train")
-    val_vectors = _embed_with_progress(embedder, val_prompts, "embedding val")
+    # Train and val often overlap (or are the same file): embed each distinct prompt once.
+    distinct = list(dict.fromkeys([*train, *val_prompts]))
+    row_of = {prompt: row for row, prompt in enumerate(distinct)}
+    embedded = _embed_with_progress(embedder, distinct, "embedding prompts")
+    train_rows = [row_of[p] for p in train]
+    val_rows = [row_of[p] for p in val_prompts]
     clustering = fit_clustering(
-        train_vectors.vectors,
+        embedded.vectors[train_rows],
         val_ids,
-        val_vectors.vectors,
+        embedded.vectors[val_rows],
         k=args.k,
         embedder_fingerprint=embedder.fingerprint,
         seed=args.seed,
@@ -109,7 +113,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.out}: version={clustering.version} k={clustering.k} "
         f"train={len(train)} val={len(val_ids)} "
-        f"truncated={int(train_vectors.truncated.sum() + val_vectors.truncated.sum())}"
+        f"distinct prompts={len(distinct)} truncated={int(embedded.truncated.sum())}"
     )
     print(f"validation items per cluster: {counts.tolist()}")
     empty = [i for i, n in enumerate(counts) if n == 0]

@@ -102,7 +102,7 @@ def test_fit_writes_a_loadable_artifact(fitted, embedder):
     assert len(clustering.item_ids) == 20
     assert clustering.embedder_fingerprint == embedder.fingerprint
     assert clustering.version in result.stdout
-    assert "embedding train" in result.stderr  # the progress bar
+    assert "embedding prompts" in result.stderr  # the progress bar
 
 
 def test_register_route_models(server, topic_files):
