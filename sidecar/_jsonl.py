@@ -47,11 +47,7 @@ def read_items(path: Path) -> tuple[list[str], list[str]]:
     prompts: list[str] = []
     seen: dict[str, int] = {}
     for n, obj in read_jsonl(path):
-        item_id = obj.get("id")
-        if isinstance(item_id, int) and not isinstance(item_id, bool):
-            item_id = str(item_id)
-        if not isinstance(item_id, str) or not item_id:
-            raise InvalidArgument(f"{path}:{n}: every line needs a non-empty string `id`")
+        item_id = _item_id(path, n, obj)
         if item_id in seen:
             raise InvalidArgument(
                 f"{path}:{n}: id {item_id!r} already used on line {seen[item_id]}"
@@ -68,11 +64,7 @@ def read_results(path: Path) -> list[tuple[str, float]]:
     """(item id, score) pairs from `{"id", "correct": 0|1|true|false}` or `{"id", "score"}`."""
     results = []
     for n, obj in read_jsonl(path):
-        item_id = obj.get("id")
-        if isinstance(item_id, int) and not isinstance(item_id, bool):
-            item_id = str(item_id)
-        if not isinstance(item_id, str) or not item_id:
-            raise InvalidArgument(f"{path}:{n}: every result needs a non-empty string `id`")
+        item_id = _item_id(path, n, obj)
         has_correct, has_score = "correct" in obj, "score" in obj
         if has_correct == has_score:
             raise InvalidArgument(f"{path}:{n}: give exactly one of `correct` or `score`")
@@ -92,6 +84,16 @@ def read_results(path: Path) -> list[tuple[str, float]]:
     if not results:
         raise InvalidArgument(f"{path}: no results found")
     return results
+
+
+def _item_id(path: Path, lineno: int, obj: dict[str, Any]) -> str:
+    """Ids are strings; integer ids are accepted and read as their decimal text."""
+    item_id = obj.get("id")
+    if isinstance(item_id, int) and not isinstance(item_id, bool):
+        item_id = str(item_id)
+    if not isinstance(item_id, str) or not item_id:
+        raise InvalidArgument(f"{path}:{lineno}: every line needs a non-empty string `id`")
+    return item_id
 
 
 def _text(path: Path, lineno: int, obj: dict[str, Any], key: str) -> str:

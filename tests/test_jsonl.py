@@ -252,7 +252,7 @@ def test_read_results_neither_correct_nor_score(tmp_path: Path) -> None:
 @pytest.mark.parametrize("obj", [{"correct": 1}, {"id": "", "correct": 1}, {"id": 1.0, "score": 1}])
 def test_read_results_bad_id(tmp_path: Path, obj: dict[str, object]) -> None:
     path = write(tmp_path, obj)
-    with pytest.raises(InvalidArgument, match=r":1: every result needs a non-empty string `id`"):
+    with pytest.raises(InvalidArgument, match=r":1: every line needs a non-empty string `id`"):
         read_results(path)
 
 
