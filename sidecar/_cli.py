@@ -134,14 +134,18 @@ def _embed_with_progress(embedder: Any, texts: Sequence[str], label: str) -> Any
 def cmd_serve(args: argparse.Namespace) -> int:
     from ._server import ServerConfig, serve
 
+    db = args.db or Path("var/follower.db" if args.follow else "var/registry.db")
     config = ServerConfig(
         listen=args.listen,
-        db_path=args.db,
+        db_path=db,
         artifact_dir=args.artifact,
         embedder_dir=args.embedder,
         cost_weight=args.cost_weight,
         max_workers=args.workers,
         embedder_threads=args.threads,
+        follow=args.follow,
+        history=args.history,
+        progress_interval=args.progress_interval,
     )
     sidecar = serve(config)
     stop = threading.Event()
@@ -153,18 +157,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     table = sidecar.tables.current
+    role = f"follower of {args.follow}" if args.follow else "leader"
     print(
-        f"sidecar serving on {args.listen} (port {sidecar.port}); "
-        f"db={args.db} clustering={table.clustering_version if table else '-'} "
+        f"sidecar serving on {args.listen} (port {sidecar.port}) as {role}; "
+        f"db={db} clustering={table.clustering_version if table else '-'} "
         f"models={table.size if table else 0}",
         flush=True,
     )
-    print(
-        "warning: writes (RegisterModel, DeregisterModel) are open to anyone who can reach "
-        "this port; keep it on loopback.",
-        file=sys.stderr,
-        flush=True,
-    )
+    if not args.follow:
+        print(
+            "warning: writes (RegisterModel, DeregisterModel, ActivateClustering) are open to "
+            "anyone who can reach this port; keep it on loopback.",
+            file=sys.stderr,
+            flush=True,
+        )
     stop.wait()
     sidecar.stop(grace=5.0)
     return 0
@@ -219,6 +225,57 @@ def cmd_deregister(args: argparse.Namespace) -> int:
             registry_pb2.DeregisterModelRequest(name=args.name), timeout=args.timeout
         )
     print(f"deregistered {args.name} at revision {response.revision}")
+    return 0
+
+
+def cmd_activate_clustering(args: argparse.Namespace) -> int:
+    from uniroute.v1 import registry_pb2
+
+    from ._clustering import load_clustering
+    from ._wire import clustering_spec
+
+    spec = clustering_spec(load_clustering(args.artifact))
+    channel, _, registry = _stubs(args.server)
+    with channel:
+        clustering = registry.ActivateClustering(
+            registry_pb2.ActivateClusteringRequest(clustering=spec), timeout=args.timeout
+        )
+    if args.json:
+        _print_json(clustering)
+    else:
+        print(
+            f"active clustering {clustering.version} (K={clustering.k}) since revision "
+            f"{clustering.revision}"
+        )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from uniroute.v1 import registry_pb2
+
+    channel, _, registry = _stubs(args.server)
+    with channel:
+        status = registry.GetStatus(registry_pb2.GetStatusRequest(), timeout=args.timeout)
+    if args.json:
+        _print_json(status)
+        return 0
+    role = registry_pb2.Role.Name(status.role).removeprefix("ROLE_").lower()
+    print(
+        f"{role}: revision {status.revision}, clustering {status.clustering_version or '-'}, "
+        f"{status.models} model(s)"
+    )
+    if status.role == registry_pb2.ROLE_FOLLOWER:
+        contact = status.seconds_since_leader_contact
+        print(
+            f"leader {status.leader}: {'connected' if status.connected else 'disconnected'}, "
+            f"last contact {'never' if contact < 0 else f'{contact:.1f}s ago'}, "
+            f"{status.reconnects} reconnect(s), {status.snapshots_applied} snapshot(s), "
+            f"{status.change_sets_applied} change set(s)"
+        )
+        if status.last_error:
+            print(f"last error: {status.last_error}")
+    else:
+        print(f"{status.watchers} watcher(s), compacted up to revision {status.compact_revision}")
     return 0
 
 
@@ -366,7 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve the Router and Registry gRPC API")
     p.add_argument("--listen", default=DEFAULT_SERVER, help="address to bind HOST:PORT")
-    p.add_argument("--db", type=Path, default=Path("var/registry.db"), help="SQLite file")
+    p.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help="SQLite file (default var/registry.db, or var/follower.db with --follow)",
+    )
+    p.add_argument("--follow", metavar="HOST:PORT", default=None, help="follow this leader")
+    p.add_argument("--history", type=int, default=10_000, help="revisions kept for Watch")
+    p.add_argument("--progress-interval", type=float, default=2.0, help="Watch heartbeat seconds")
     p.add_argument("--artifact", type=Path, default=None, help="clustering dir to activate")
     p.add_argument("--embedder", type=Path, default=None, help="embedder dir")
     p.add_argument("--cost-weight", type=_nonnegative_float, default=0.0, help="default λ")
@@ -385,6 +450,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", action="append", default=[], help="key=value (repeatable)")
     p.add_argument("--update", action="store_true", help="replace an existing model")
     p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("activate-clustering", help="activate a clustering on the leader")
+    client_flags(p)
+    p.add_argument("--artifact", type=Path, required=True, help="clustering dir from `fit`")
+    p.set_defaults(func=cmd_activate_clustering)
+
+    p = sub.add_parser("status", help="role and replication state of a sidecar")
+    client_flags(p)
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("deregister", help="remove a model from the pool")
     client_flags(p)

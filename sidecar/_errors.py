@@ -39,6 +39,12 @@ class FailedPrecondition(SidecarError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class Compacted(SidecarError):
+    """The requested history is gone; the caller must resync from a snapshot."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
 class ArtifactError(SidecarError):
     """An on-disk artifact (embedder, clustering, database) is missing or corrupt.
 

@@ -24,7 +24,14 @@ from typing import Any
 import numpy as np
 
 from ._clustering import Clustering
-from ._errors import AlreadyExists, ArtifactError, FailedPrecondition, InvalidArgument, NotFound
+from ._errors import (
+    AlreadyExists,
+    ArtifactError,
+    Compacted,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from ._profiles import Profile, profile_from_rates, profile_from_results, validate_results
 
 log = logging.getLogger("sidecar.registry")
@@ -88,6 +95,7 @@ CREATE TABLE IF NOT EXISTS events (
     type TEXT NOT NULL,
     kind TEXT NOT NULL,
     key TEXT NOT NULL,
+    payload TEXT NOT NULL,
     PRIMARY KEY (revision, seq)
 ) WITHOUT ROWID;
 """
@@ -141,14 +149,38 @@ class Event:
     key: str
 
 
+@dataclass(frozen=True)
+class Change:
+    """One event with its payload: the model as it was at that revision, or the clustering."""
+
+    type: str  # "put" | "delete"
+    kind: str  # "model" | "clustering"
+    key: str
+    model: ModelRecord | None = None  # model puts only
+    clustering: Clustering | None = None  # clustering puts only
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """Every change committed at one revision, in commit order."""
+
+    revision: int
+    changes: tuple[Change, ...]
+
+
 ChangeListener = Callable[[int], None]
+DEFAULT_HISTORY = 10_000
 
 
 class Registry:
     """Owns one SQLite file. Thread-safe; writes are serialised, reads are consistent."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, history: int = DEFAULT_HISTORY) -> None:
+        """``history`` is how many recent revisions of change events are kept for Watch."""
+        if history < 1:
+            raise InvalidArgument(f"history must be at least 1 revision, got {history}")
         self.path = Path(path)
+        self.history = history
         self._lock = threading.RLock()
         self._listeners: list[ChangeListener] = []
         self._pending_revision = 0
@@ -209,6 +241,8 @@ class Registry:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                if self._pending_revision:
+                    self._compact(self._db, self._pending_revision - self.history)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -226,9 +260,39 @@ class Registry:
         self._pending_revision = revision
         return revision
 
+    def _set_revision(self, db: sqlite3.Connection, revision: int, *, force: bool = False) -> None:
+        """Replicas adopt the leader's revision numbers instead of counting their own.
+
+        ``force`` is for snapshots, which replace everything and may even move
+        back (when the leader's store was replaced).
+        """
+        current = self._revision(db)
+        if revision <= current and not (force and revision >= 0):
+            raise FailedPrecondition(f"revision {revision} is not after the current {current}")
+        db.execute("UPDATE meta SET value=? WHERE key='revision'", (str(revision),))
+        self._pending_revision = revision
+
     @staticmethod
     def _revision(db: sqlite3.Connection) -> int:
         return int(db.execute("SELECT value FROM meta WHERE key='revision'").fetchone()[0])
+
+    @staticmethod
+    def _compact_revision(db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT value FROM meta WHERE key='compact_revision'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _compact(self, db: sqlite3.Connection, up_to: int) -> None:
+        """Drops events at or below ``up_to``; watchers older than that get a snapshot."""
+        if up_to <= self._compact_revision(db):
+            return
+        db.execute("DELETE FROM events WHERE revision <= ?", (up_to,))
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('compact_revision', ?)", (str(up_to),))
+
+    @property
+    def compact_revision(self) -> int:
+        """Events at or below this revision are gone; resuming from there needs a snapshot."""
+        with self._lock:
+            return self._compact_revision(self._db)
 
     @property
     def revision(self) -> int:
@@ -243,9 +307,10 @@ class Registry:
 
     def _active_clustering(self, db: sqlite3.Connection) -> ActiveClustering | None:
         row = db.execute("SELECT value FROM meta WHERE key='active_clustering'").fetchone()
-        if row is None:
-            return None
-        version = row[0]
+        return None if row is None else self._clustering(db, row[0])
+
+    @staticmethod
+    def _clustering(db: sqlite3.Connection, version: str) -> ActiveClustering:
         k, dim, fingerprint, blob, info, revision, created = db.execute(
             "SELECT k, dim, embedder_fingerprint, centroids, info, revision, create_time "
             "FROM clusterings WHERE version=?",
@@ -280,41 +345,7 @@ class Registry:
                 return self._revision(db)
             revision = self._next_revision(db)
             now = time.time()
-            known = db.execute(
-                "SELECT 1 FROM clusterings WHERE version=?", (clustering.version,)
-            ).fetchone()
-            if known is None:
-                db.execute(
-                    "INSERT INTO clusterings VALUES (?,?,?,?,?,?,?,?)",
-                    (
-                        clustering.version,
-                        clustering.k,
-                        clustering.dim,
-                        clustering.embedder_fingerprint,
-                        np.ascontiguousarray(clustering.centroids, dtype="<f4").tobytes(),
-                        json.dumps(clustering.info, sort_keys=True),
-                        revision,
-                        now,
-                    ),
-                )
-                db.executemany(
-                    "INSERT INTO validation_items VALUES (?,?,?,?)",
-                    [
-                        (clustering.version, item, pos, int(c))
-                        for pos, (item, c) in enumerate(
-                            zip(clustering.item_ids, clustering.item_clusters, strict=True)
-                        )
-                    ],
-                )
-            else:
-                db.execute(
-                    "UPDATE clusterings SET revision=?, create_time=? WHERE version=?",
-                    (revision, now, clustering.version),
-                )
-            db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('active_clustering', ?)",
-                (clustering.version,),
-            )
+            self._put_clustering(db, clustering, revision, now)
             seq = self._log(db, revision, 0, "put", "clustering", clustering.version)
             clusters = clustering.item_cluster_map()
             for name, source in db.execute(
@@ -331,6 +362,46 @@ class Registry:
                 self._store_profile(db, name, profile, clustering.version, revision, now)
                 seq = self._log(db, revision, seq, "put", "model", name)
         return revision
+
+    @staticmethod
+    def _put_clustering(
+        db: sqlite3.Connection, clustering: Clustering, revision: int, now: float
+    ) -> None:
+        """Stores a clustering (once per version) and makes it the active one."""
+        known = db.execute(
+            "SELECT 1 FROM clusterings WHERE version=?", (clustering.version,)
+        ).fetchone()
+        if known is None:
+            db.execute(
+                "INSERT INTO clusterings VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    clustering.version,
+                    clustering.k,
+                    clustering.dim,
+                    clustering.embedder_fingerprint,
+                    np.ascontiguousarray(clustering.centroids, dtype="<f4").tobytes(),
+                    json.dumps(clustering.info, sort_keys=True),
+                    revision,
+                    now,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO validation_items VALUES (?,?,?,?)",
+                [
+                    (clustering.version, item, pos, int(c))
+                    for pos, (item, c) in enumerate(
+                        zip(clustering.item_ids, clustering.item_clusters, strict=True)
+                    )
+                ],
+            )
+        else:
+            db.execute(
+                "UPDATE clusterings SET revision=?, create_time=? WHERE version=?",
+                (revision, now, clustering.version),
+            )
+        db.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('active_clustering', ?)", (clustering.version,)
+        )
 
     # ------------------------------------------------------------------- models
 
@@ -459,7 +530,97 @@ class Registry:
             ).fetchall()
         return [Event(int(r), t, k, key) for r, t, k, key in rows]
 
+    def changes_after(self, revision: int) -> list[ChangeSet]:
+        """Every change set after ``revision`` with payloads, in order; the Watch replay.
+
+        Raises Compacted when events after ``revision`` have been dropped.
+        """
+        with self._lock:
+            compacted = self._compact_revision(self._db)
+            if revision < compacted:
+                raise Compacted(
+                    f"revision {revision + 1} has been compacted (history starts after "
+                    f"{compacted}); resync from a snapshot"
+                )
+            rows = self._db.execute(
+                "SELECT revision, type, kind, key, payload FROM events WHERE revision > ? "
+                "ORDER BY revision, seq",
+                (revision,),
+            ).fetchall()
+            sets: list[ChangeSet] = []
+            pending: list[Change] = []
+            for i, (rev, type_, kind, key, payload) in enumerate(rows):
+                model = model_from_json(payload) if payload else None
+                clustering = (
+                    self._clustering(self._db, key).clustering if kind == "clustering" else None
+                )
+                pending.append(Change(type_, kind, key, model, clustering))
+                if i + 1 == len(rows) or rows[i + 1][0] != rev:
+                    sets.append(ChangeSet(int(rev), tuple(pending)))
+                    pending = []
+            return sets
+
+    def replace_all(
+        self, revision: int, clustering: Clustering | None, models: Sequence[ModelRecord]
+    ) -> None:
+        """Installs a leader's snapshot as one revision (replicas only).
+
+        Models keep the leader's revisions and times; per-item results stay on
+        the leader, which is the only place Ψ is recomputed.
+        """
+        with self._write() as db:
+            self._set_revision(db, revision, force=True)
+            now = time.time()
+            if clustering is not None:
+                self._put_clustering(db, clustering, revision, now)
+                self._log(db, revision, 0, "put", "clustering", clustering.version)
+            db.execute("DELETE FROM model_results")
+            db.execute("DELETE FROM models")
+            for model in models:
+                self._put_model(db, model)
+            seq = 1
+            for model in models:
+                seq = self._log(db, revision, seq, "put", "model", model.name)
+
+    def apply_changes(self, change_set: ChangeSet) -> None:
+        """Applies one leader revision's changes atomically (replicas only)."""
+        with self._write() as db:
+            self._set_revision(db, change_set.revision)
+            now = time.time()
+            for seq, change in enumerate(change_set.changes):
+                if change.kind == "clustering" and change.clustering is not None:
+                    self._put_clustering(db, change.clustering, change_set.revision, now)
+                elif change.kind == "model" and change.type == "put" and change.model is not None:
+                    self._put_model(db, change.model)
+                elif change.kind == "model" and change.type == "delete":
+                    db.execute("DELETE FROM models WHERE name=?", (change.key,))
+                else:
+                    raise InvalidArgument(f"malformed change {change.type} {change.kind}")
+                self._log(db, change_set.revision, seq, change.type, change.kind, change.key)
+
     # ---------------------------------------------------------------- internals
+
+    @staticmethod
+    def _put_model(db: sqlite3.Connection, m: ModelRecord) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                m.name,
+                m.cost,
+                m.description,
+                json.dumps(dict(m.labels), sort_keys=True),
+                m.profile_source,
+                np.asarray(m.error_rates, dtype="<f8").tobytes(),
+                np.asarray(m.validation_counts, dtype="<i8").tobytes(),
+                m.overall_error,
+                m.result_count,
+                m.clustering_version,
+                m.create_revision,
+                m.revision,
+                m.create_time,
+                m.update_time,
+            ),
+        )
 
     def _get_model(self, db: sqlite3.Connection, name: str) -> ModelRecord:
         row = db.execute(f"SELECT {_MODEL_COLUMNS} FROM models WHERE name=?", (name,)).fetchone()
@@ -491,11 +652,16 @@ class Registry:
             ),
         )
 
-    @staticmethod
     def _log(
-        db: sqlite3.Connection, revision: int, seq: int, type_: str, kind: str, key: str
+        self, db: sqlite3.Connection, revision: int, seq: int, type_: str, kind: str, key: str
     ) -> int:
-        db.execute("INSERT INTO events VALUES (?,?,?,?,?)", (revision, seq, type_, kind, key))
+        """Appends one event; a model put carries the model exactly as it is at this revision."""
+        payload = ""
+        if type_ == "put" and kind == "model":
+            payload = model_to_json(self._get_model(db, key))
+        db.execute(
+            "INSERT INTO events VALUES (?,?,?,?,?,?)", (revision, seq, type_, kind, key, payload)
+        )
         return seq + 1
 
 
@@ -544,3 +710,33 @@ def _validate_model_fields(
                 f"label {key!r}: keys must be 1 to {MAX_LABEL_TEXT} characters and values at "
                 f"most {MAX_LABEL_TEXT}"
             )
+
+
+def model_to_json(m: ModelRecord) -> str:
+    """A model record as JSON, for the event log (exact: floats round-trip through repr)."""
+    return json.dumps(
+        {
+            "name": m.name,
+            "cost": m.cost,
+            "error_rates": [float(x) for x in m.error_rates],
+            "validation_counts": [int(x) for x in m.validation_counts],
+            "overall_error": m.overall_error,
+            "result_count": m.result_count,
+            "profile_source": m.profile_source,
+            "clustering_version": m.clustering_version,
+            "description": m.description,
+            "labels": dict(m.labels),
+            "create_revision": m.create_revision,
+            "revision": m.revision,
+            "create_time": m.create_time,
+            "update_time": m.update_time,
+        },
+        sort_keys=True,
+    )
+
+
+def model_from_json(text: str) -> ModelRecord:
+    d = json.loads(text)
+    d["error_rates"] = np.asarray(d["error_rates"], dtype=np.float64)
+    d["validation_counts"] = np.asarray(d["validation_counts"], dtype=np.int64)
+    return ModelRecord(**d)

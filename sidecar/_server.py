@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from importlib import resources
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from uniroute.v1 import registry_pb2, registry_pb2_grpc, router_pb2, router_pb2_grpc
@@ -26,20 +25,18 @@ from uniroute.v1 import registry_pb2, registry_pb2_grpc, router_pb2, router_pb2_
 from ._clustering import Clustering, load_clustering
 from ._embedder import Embedder, default_embedder_dir
 from ._errors import ArtifactError, FailedPrecondition, InvalidArgument, SidecarError
-from ._registry import SOURCE_EXPLICIT, SOURCE_RESULTS, ModelRecord, Registry
+from ._follower import Follower
+from ._registry import DEFAULT_HISTORY, Registry
 from ._router import Decision, EmbedderLike, Query, Router
 from ._table import RoutingTable, TableHolder
+from ._watch import WatchHub
+from ._wire import clustering_from_spec, model_message, timestamp
 
 log = logging.getLogger("sidecar.server")
 
 ROUTER_SERVICE = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name
 MAX_PAGE_SIZE = 1000
-
-_PROFILE_SOURCES = {
-    SOURCE_RESULTS: registry_pb2.PROFILE_SOURCE_RESULTS,
-    SOURCE_EXPLICIT: registry_pb2.PROFILE_SOURCE_EXPLICIT,
-}
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
@@ -84,13 +81,35 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
-    def __init__(self, registry: Registry) -> None:
+    """Leader: reads and writes. Follower: reads only; writes name the leader."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        tables: TableHolder,
+        embedder_fingerprint: str,
+        hub: WatchHub | None = None,
+        follower: Follower | None = None,
+    ) -> None:
         self.registry = registry
+        self.tables = tables
+        self.embedder_fingerprint = embedder_fingerprint
+        self.hub = hub
+        self.follower = follower
+
+    def _require_leader(self) -> None:
+        if self.follower is not None:
+            raise FailedPrecondition(
+                f"this sidecar is a read-only follower of {self.follower.leader}; "
+                "send writes to the leader"
+            )
 
     @_status_from_errors
     def RegisterModel(
         self, request: registry_pb2.RegisterModelRequest, context: grpc.ServicerContext
     ) -> registry_pb2.Model:
+        self._require_leader()
         evidence = request.WhichOneof("evidence")
         if evidence is None:
             raise InvalidArgument("set either results (graded validation items) or profile")
@@ -109,12 +128,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             labels=dict(request.labels),
             allow_update=request.allow_update,
         )
-        return _model_message(record)
+        return model_message(record)
 
     @_status_from_errors
     def DeregisterModel(
         self, request: registry_pb2.DeregisterModelRequest, context: grpc.ServicerContext
     ) -> registry_pb2.DeregisterModelResponse:
+        self._require_leader()
         return registry_pb2.DeregisterModelResponse(
             revision=self.registry.deregister_model(request.name)
         )
@@ -123,7 +143,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def GetModel(
         self, request: registry_pb2.GetModelRequest, context: grpc.ServicerContext
     ) -> registry_pb2.Model:
-        return _model_message(self.registry.get_model(request.name))
+        return model_message(self.registry.get_model(request.name))
 
     @_status_from_errors
     def ListModels(
@@ -136,7 +156,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         more = len(models) > limit
         models = models[:limit]
         return registry_pb2.ListModelsResponse(
-            models=[_model_message(m) for m in models],
+            models=[model_message(m) for m in models],
             next_page_token=models[-1].name if more else "",
             revision=revision,
         )
@@ -156,8 +176,59 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             embedder_fingerprint=clustering.embedder_fingerprint,
             validation_counts=clustering.cluster_counts().tolist(),
             revision=active.revision,
-            create_time=_timestamp(active.create_time),
+            create_time=timestamp(active.create_time),
         )
+
+    @_status_from_errors
+    def ActivateClustering(
+        self, request: registry_pb2.ActivateClusteringRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.Clustering:
+        self._require_leader()
+        if not request.HasField("clustering"):
+            raise InvalidArgument("clustering is required")
+        clustering = clustering_from_spec(request.clustering)
+        check_fingerprint(clustering, self.embedder_fingerprint, "the request")
+        self.registry.activate_clustering(clustering)
+        return self.GetClustering(registry_pb2.GetClusteringRequest(), context)
+
+    def Watch(
+        self, request: registry_pb2.WatchRequest, context: grpc.ServicerContext
+    ) -> Iterator[registry_pb2.WatchResponse]:
+        if self.hub is None:
+            leader = self.follower.leader if self.follower else "the leader"
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this sidecar is a follower; watch {leader} instead",
+            )
+            return
+        if request.start_revision < 0:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "start_revision must be >= 0")
+        yield from self.hub.stream(request.start_revision, context)
+
+    @_status_from_errors
+    def GetStatus(
+        self, request: registry_pb2.GetStatusRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.ServerStatus:
+        table = self.tables.current
+        status = registry_pb2.ServerStatus(
+            role=registry_pb2.ROLE_FOLLOWER if self.follower else registry_pb2.ROLE_LEADER,
+            revision=table.revision if table else 0,
+            clustering_version=table.clustering_version if table else "",
+            models=table.size if table else 0,
+        )
+        if self.follower is not None:
+            f = self.follower.status
+            status.leader = f.leader
+            status.connected = f.connected
+            status.seconds_since_leader_contact = f.seconds_since_contact()
+            status.reconnects = f.reconnects
+            status.snapshots_applied = f.snapshots_applied
+            status.change_sets_applied = f.change_sets_applied
+            status.last_error = f.last_error
+        if self.hub is not None:
+            status.watchers = self.hub.watcher_count
+            status.compact_revision = self.registry.compact_revision
+        return status
 
 
 def _query(request: router_pb2.RouteRequest) -> Query:
@@ -187,33 +258,6 @@ def _route_response(decision: Decision) -> router_pb2.RouteResponse:
     )
 
 
-def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
-def _model_message(record: ModelRecord) -> registry_pb2.Model:
-    return registry_pb2.Model(
-        name=record.name,
-        cost=record.cost,
-        error_rates=record.error_rates.tolist(),
-        validation_counts=record.validation_counts.tolist(),
-        overall_error=record.overall_error,
-        revision=record.revision,
-        create_time=_timestamp(record.create_time),
-        update_time=_timestamp(record.update_time),
-        clustering_version=record.clustering_version,
-        description=record.description,
-        labels=dict(record.labels),
-        profile_source=_PROFILE_SOURCES.get(
-            record.profile_source, registry_pb2.PROFILE_SOURCE_UNSPECIFIED
-        ),
-        result_count=record.result_count,
-        create_revision=record.create_revision,
-    )
-
-
 @dataclass
 class ServerConfig:
     """Everything `sidecar serve` can be told; the defaults are the embedded ones."""
@@ -223,8 +267,13 @@ class ServerConfig:
     artifact_dir: Path | None = None
     embedder_dir: Path | None = None
     cost_weight: float = 0.0
-    max_workers: int = 16
+    max_workers: int = 32  # Watch streams hold a thread each; see max_watchers
     embedder_threads: int = 1
+    follow: str | None = None  # leader address: run as a read-only follower
+    history: int = DEFAULT_HISTORY  # revisions of change events kept for Watch resumes
+    progress_interval: float = 2.0  # seconds between Watch heartbeats on an idle stream
+    watch_buffer: int = 1024  # revisions a watcher may lag before it is dropped
+    max_watchers: int = 16
 
 
 class Sidecar:
@@ -237,12 +286,16 @@ class Sidecar:
         registry: Registry,
         router: Router,
         health_servicer: health.HealthServicer,
+        hub: WatchHub | None,
+        follower: Follower | None,
     ) -> None:
         self.server = server
         self.port = port
         self.registry = registry
         self.router = router
         self.health = health_servicer
+        self.hub = hub
+        self.follower = follower
         self._stopped = threading.Event()
 
     @property
@@ -250,10 +303,15 @@ class Sidecar:
         return self.router.tables
 
     def stop(self, grace: float | None = 1.0) -> None:
+        """NOT_SERVING first, then end Watch streams and in-flight calls, then close the store."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         self.health.enter_graceful_shutdown()
+        if self.follower is not None:
+            self.follower.stop()
+        if self.hub is not None:
+            self.hub.close()
         self.server.stop(grace).wait()
         self.registry.close()
 
@@ -261,13 +319,13 @@ class Sidecar:
         self.server.wait_for_termination()
 
 
-def check_fingerprint(clustering: Clustering, embedder: EmbedderLike, source: str) -> None:
+def check_fingerprint(clustering: Clustering, fingerprint: str, source: str) -> None:
     """Refuses a clustering fitted with another embedder: its centroids would be meaningless."""
-    if clustering.embedder_fingerprint != embedder.fingerprint:
+    if clustering.embedder_fingerprint != fingerprint:
         raise ArtifactError(
             f"clustering {clustering.version} from {source} was fitted with embedder "
             f"{clustering.embedder_fingerprint[:16]}…, but this server's embedder is "
-            f"{embedder.fingerprint[:16]}…; re-run `sidecar fit` with this embedder"
+            f"{fingerprint[:16]}…; re-run `sidecar fit` with this embedder"
         )
 
 
@@ -275,48 +333,98 @@ def serve(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
     """Loads everything, starts the server NOT_SERVING, warms up, then reports SERVING.
 
     Raises ArtifactError (before listening) when the embedder, clustering or
-    database is unusable, so the process never half-starts.
+    database is unusable, so the process never half-starts. A follower with no
+    local copy yet starts NOT_SERVING and turns SERVING at its first snapshot.
     """
+    if config.follow and config.artifact_dir is not None:
+        raise InvalidArgument("a follower takes its clustering from the leader; drop --artifact")
     if embedder is None:
         embedder = Embedder.from_dir(
             config.embedder_dir or default_embedder_dir(), threads=config.embedder_threads
         )
-    registry = Registry(config.db_path)
+    registry = Registry(config.db_path, history=config.history)
     try:
-        _load_clustering(registry, config, embedder)
+        if config.follow:
+            stored = registry.active_clustering()
+            if stored is not None:
+                check_fingerprint(stored.clustering, embedder.fingerprint, str(config.db_path))
+        else:
+            _load_clustering(registry, config, embedder)
         tables = TableHolder(RoutingTable.from_snapshot(registry.snapshot()))
-        registry.add_listener(lambda _rev: _republish(registry, tables))
         router = Router(tables, embedder, default_cost_weight=config.cost_weight)
     except BaseException:
         registry.close()
         raise
 
+    health_servicer = health.HealthServicer()
+    hub = None
+    follower = None
+    if config.follow:
+        follower = Follower(
+            config.follow,
+            registry,
+            embedder.fingerprint,
+            stale_after=max(5.0, 5 * config.progress_interval),
+            on_refused=lambda reason: health_servicer.set(
+                REGISTRY_SERVICE,
+                health_pb2.HealthCheckResponse.NOT_SERVING
+                if reason
+                else health_pb2.HealthCheckResponse.SERVING,
+            ),
+        )
+    else:
+        hub = WatchHub(
+            registry,
+            buffer=config.watch_buffer,
+            progress_interval=config.progress_interval,
+            max_watchers=min(config.max_watchers, max(1, config.max_workers - 4)),
+        )
+    ready = threading.Event()
+
+    def on_commit(revision: int) -> None:
+        table = _republish(registry, tables)
+        if table is not None and ready.is_set():
+            _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
+        if hub is not None:
+            hub.on_commit(revision)
+
+    registry.add_listener(on_commit)
+
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.max_workers))
     router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(router), server)
-    registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(registry), server)
-    health_servicer = health.HealthServicer()
+    registry_servicer = RegistryServicer(
+        registry,
+        tables=tables,
+        embedder_fingerprint=embedder.fingerprint,
+        hub=hub,
+        follower=follower,
+    )
+    registry_pb2_grpc.add_RegistryServicer_to_server(registry_servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = (ROUTER_SERVICE, REGISTRY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(services, server)
-    for name in ("", ROUTER_SERVICE, REGISTRY_SERVICE):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
     try:
         port = server.add_insecure_port(config.listen)
     except RuntimeError as exc:
         registry.close()
         raise ArtifactError(f"cannot listen on {config.listen}: {exc}") from exc
     server.start()
-    sidecar = Sidecar(server, port, registry, router, health_servicer)
+    sidecar = Sidecar(server, port, registry, router, health_servicer, hub, follower)
     try:
         router.warm_up()
     except BaseException:
         sidecar.stop(0)
         raise
-    for name in ("", ROUTER_SERVICE, REGISTRY_SERVICE):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    ready.set()
+    if tables.current is not None:
+        _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
+    if follower is not None:
+        follower.start()
     table = tables.current
     log.info(
-        "serving on %s (port %d): revision %d, clustering %s, %d model(s)",
+        "%s on %s (port %d): revision %d, clustering %s, %d model(s)",
+        f"following {config.follow}" if config.follow else "leading",
         config.listen,
         port,
         table.revision if table else 0,
@@ -326,6 +434,11 @@ def serve(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
     return sidecar
 
 
+def _set_health(servicer: health.HealthServicer, status: int) -> None:
+    for name in ("", ROUTER_SERVICE, REGISTRY_SERVICE):
+        servicer.set(name, status)
+
+
 def _load_clustering(registry: Registry, config: ServerConfig, embedder: EmbedderLike) -> None:
     """Activates --artifact if given, else keeps the stored one, else the shipped starter.
 
@@ -333,15 +446,17 @@ def _load_clustering(registry: Registry, config: ServerConfig, embedder: Embedde
     """
     stored = registry.active_clustering()
     if config.artifact_dir is None and stored is not None:
-        check_fingerprint(stored.clustering, embedder, str(config.db_path))
+        check_fingerprint(stored.clustering, embedder.fingerprint, str(config.db_path))
         return
     source = config.artifact_dir or starter_artifact_dir()
     clustering = load_clustering(source)
-    check_fingerprint(clustering, embedder, str(source))
+    check_fingerprint(clustering, embedder.fingerprint, str(source))
     registry.activate_clustering(clustering)
 
 
-def _republish(registry: Registry, tables: TableHolder) -> None:
+def _republish(registry: Registry, tables: TableHolder) -> RoutingTable | None:
+    """Rebuilds the table after a commit; the registry's write lock already orders these."""
     table = RoutingTable.from_snapshot(registry.snapshot())
     if table is not None:
-        tables.publish(table)
+        tables.publish(table, allow_older=True)
+    return table

@@ -108,17 +108,18 @@ class TableHolder:
     """Holds the current table; readers take ``current`` without locking.
 
     ``publish`` is serialised and refuses to go back in revision, so a slow
-    writer can never replace a newer table with an older one.
+    writer can never replace a newer table with an older one. A follower that
+    installs a snapshot from a replaced leader store passes ``allow_older``.
     """
 
     def __init__(self, table: RoutingTable | None = None) -> None:
         self.current: RoutingTable | None = table
         self._publish_lock = threading.Lock()
 
-    def publish(self, table: RoutingTable) -> bool:
+    def publish(self, table: RoutingTable, *, allow_older: bool = False) -> bool:
         with self._publish_lock:
             old = self.current
-            if old is not None and table.revision < old.revision:
+            if old is not None and table.revision < old.revision and not allow_older:
                 return False
             self.current = table  # the single reference swap readers rely on
             return True

@@ -15,9 +15,38 @@ class ProfileSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROFILE_SOURCE_UNSPECIFIED: _ClassVar[ProfileSource]
     PROFILE_SOURCE_RESULTS: _ClassVar[ProfileSource]
     PROFILE_SOURCE_EXPLICIT: _ClassVar[ProfileSource]
+
+class SnapshotReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SNAPSHOT_REASON_UNSPECIFIED: _ClassVar[SnapshotReason]
+    SNAPSHOT_REASON_REQUESTED: _ClassVar[SnapshotReason]
+    SNAPSHOT_REASON_COMPACTED: _ClassVar[SnapshotReason]
+    SNAPSHOT_REASON_AHEAD: _ClassVar[SnapshotReason]
+
+class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_TYPE_UNSPECIFIED: _ClassVar[EventType]
+    EVENT_TYPE_PUT: _ClassVar[EventType]
+    EVENT_TYPE_DELETE: _ClassVar[EventType]
+
+class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLE_UNSPECIFIED: _ClassVar[Role]
+    ROLE_LEADER: _ClassVar[Role]
+    ROLE_FOLLOWER: _ClassVar[Role]
 PROFILE_SOURCE_UNSPECIFIED: ProfileSource
 PROFILE_SOURCE_RESULTS: ProfileSource
 PROFILE_SOURCE_EXPLICIT: ProfileSource
+SNAPSHOT_REASON_UNSPECIFIED: SnapshotReason
+SNAPSHOT_REASON_REQUESTED: SnapshotReason
+SNAPSHOT_REASON_COMPACTED: SnapshotReason
+SNAPSHOT_REASON_AHEAD: SnapshotReason
+EVENT_TYPE_UNSPECIFIED: EventType
+EVENT_TYPE_PUT: EventType
+EVENT_TYPE_DELETE: EventType
+ROLE_UNSPECIFIED: Role
+ROLE_LEADER: Role
+ROLE_FOLLOWER: Role
 
 class Model(_message.Message):
     __slots__ = ("name", "cost", "error_rates", "validation_counts", "overall_error", "revision", "create_time", "update_time", "clustering_version", "description", "labels", "profile_source", "result_count", "create_revision")
@@ -160,3 +189,117 @@ class Clustering(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     def __init__(self, version: _Optional[str] = ..., k: _Optional[int] = ..., dim: _Optional[int] = ..., embedder_fingerprint: _Optional[str] = ..., validation_counts: _Optional[_Iterable[int]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ClusteringSpec(_message.Message):
+    __slots__ = ("version", "embedder_fingerprint", "k", "dim", "centroids", "validation_item_ids", "validation_clusters")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    CENTROIDS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    embedder_fingerprint: str
+    k: int
+    dim: int
+    centroids: bytes
+    validation_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    validation_clusters: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, version: _Optional[str] = ..., embedder_fingerprint: _Optional[str] = ..., k: _Optional[int] = ..., dim: _Optional[int] = ..., centroids: _Optional[bytes] = ..., validation_item_ids: _Optional[_Iterable[str]] = ..., validation_clusters: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ActivateClusteringRequest(_message.Message):
+    __slots__ = ("clustering",)
+    CLUSTERING_FIELD_NUMBER: _ClassVar[int]
+    clustering: ClusteringSpec
+    def __init__(self, clustering: _Optional[_Union[ClusteringSpec, _Mapping]] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("start_revision",)
+    START_REVISION_FIELD_NUMBER: _ClassVar[int]
+    start_revision: int
+    def __init__(self, start_revision: _Optional[int] = ...) -> None: ...
+
+class ResponseHeader(_message.Message):
+    __slots__ = ("revision", "compact_revision")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    compact_revision: int
+    def __init__(self, revision: _Optional[int] = ..., compact_revision: _Optional[int] = ...) -> None: ...
+
+class RegistrySnapshot(_message.Message):
+    __slots__ = ("reason", "clustering", "models")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CLUSTERING_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    reason: SnapshotReason
+    clustering: ClusteringSpec
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    def __init__(self, reason: _Optional[_Union[SnapshotReason, str]] = ..., clustering: _Optional[_Union[ClusteringSpec, _Mapping]] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("type", "model", "clustering")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CLUSTERING_FIELD_NUMBER: _ClassVar[int]
+    type: EventType
+    model: Model
+    clustering: ClusteringSpec
+    def __init__(self, type: _Optional[_Union[EventType, str]] = ..., model: _Optional[_Union[Model, _Mapping]] = ..., clustering: _Optional[_Union[ClusteringSpec, _Mapping]] = ...) -> None: ...
+
+class ChangeSet(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
+class ProgressNotification(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchResponse(_message.Message):
+    __slots__ = ("header", "snapshot", "changes", "progress")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    snapshot: RegistrySnapshot
+    changes: ChangeSet
+    progress: ProgressNotification
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., snapshot: _Optional[_Union[RegistrySnapshot, _Mapping]] = ..., changes: _Optional[_Union[ChangeSet, _Mapping]] = ..., progress: _Optional[_Union[ProgressNotification, _Mapping]] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerStatus(_message.Message):
+    __slots__ = ("role", "revision", "clustering_version", "models", "leader", "connected", "seconds_since_leader_contact", "reconnects", "snapshots_applied", "change_sets_applied", "last_error", "watchers", "compact_revision")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CLUSTERING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_SINCE_LEADER_CONTACT_FIELD_NUMBER: _ClassVar[int]
+    RECONNECTS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOTS_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_SETS_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    WATCHERS_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    role: Role
+    revision: int
+    clustering_version: str
+    models: int
+    leader: str
+    connected: bool
+    seconds_since_leader_contact: float
+    reconnects: int
+    snapshots_applied: int
+    change_sets_applied: int
+    last_error: str
+    watchers: int
+    compact_revision: int
+    def __init__(self, role: _Optional[_Union[Role, str]] = ..., revision: _Optional[int] = ..., clustering_version: _Optional[str] = ..., models: _Optional[int] = ..., leader: _Optional[str] = ..., connected: _Optional[bool] = ..., seconds_since_leader_contact: _Optional[float] = ..., reconnects: _Optional[int] = ..., snapshots_applied: _Optional[int] = ..., change_sets_applied: _Optional[int] = ..., last_error: _Optional[str] = ..., watchers: _Optional[int] = ..., compact_revision: _Optional[int] = ...) -> None: ...

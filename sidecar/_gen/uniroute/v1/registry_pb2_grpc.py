@@ -60,6 +60,21 @@ class RegistryStub:
                 request_serializer=uniroute_dot_v1_dot_registry__pb2.GetClusteringRequest.SerializeToString,
                 response_deserializer=uniroute_dot_v1_dot_registry__pb2.Clustering.FromString,
                 _registered_method=True)
+        self.ActivateClustering = channel.unary_unary(
+                '/uniroute.v1.Registry/ActivateClustering',
+                request_serializer=uniroute_dot_v1_dot_registry__pb2.ActivateClusteringRequest.SerializeToString,
+                response_deserializer=uniroute_dot_v1_dot_registry__pb2.Clustering.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/uniroute.v1.Registry/Watch',
+                request_serializer=uniroute_dot_v1_dot_registry__pb2.WatchRequest.SerializeToString,
+                response_deserializer=uniroute_dot_v1_dot_registry__pb2.WatchResponse.FromString,
+                _registered_method=True)
+        self.GetStatus = channel.unary_unary(
+                '/uniroute.v1.Registry/GetStatus',
+                request_serializer=uniroute_dot_v1_dot_registry__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=uniroute_dot_v1_dot_registry__pb2.ServerStatus.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -113,6 +128,43 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ActivateClustering(self, request, context):
+        """Makes a clustering active (a re-fit, or a different K). Every model
+        registered from results gets its profile recomputed from its stored
+        per-item results in the same revision, so Route never mixes clusterings;
+        models with explicit profiles are removed, since their error rates belong
+        to the old clusters. Activating the active version changes nothing.
+
+        Errors:
+        * INVALID_ARGUMENT: malformed centroids, a version that does not match
+        the content, or cluster indices outside [0, K).
+        * FAILED_PRECONDITION: the clustering was fitted with another embedder
+        than this server's, or this server is a follower.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Streams the registry to a follower: a snapshot or a replay from
+        start_revision, then every change as it commits, with progress
+        heartbeats while idle. Shaped after etcd's Watch and Envoy's xDS.
+
+        The stream ends with RESOURCE_EXHAUSTED if this watcher falls more than
+        its buffer behind (resume from the last applied revision + 1), and with
+        UNAVAILABLE when the server shuts down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStatus(self, request, context):
+        """Reports this server's role and replication state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +192,21 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.GetClustering,
                     request_deserializer=uniroute_dot_v1_dot_registry__pb2.GetClusteringRequest.FromString,
                     response_serializer=uniroute_dot_v1_dot_registry__pb2.Clustering.SerializeToString,
+            ),
+            'ActivateClustering': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActivateClustering,
+                    request_deserializer=uniroute_dot_v1_dot_registry__pb2.ActivateClusteringRequest.FromString,
+                    response_serializer=uniroute_dot_v1_dot_registry__pb2.Clustering.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=uniroute_dot_v1_dot_registry__pb2.WatchRequest.FromString,
+                    response_serializer=uniroute_dot_v1_dot_registry__pb2.WatchResponse.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=uniroute_dot_v1_dot_registry__pb2.GetStatusRequest.FromString,
+                    response_serializer=uniroute_dot_v1_dot_registry__pb2.ServerStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -278,6 +345,87 @@ class Registry:
             '/uniroute.v1.Registry/GetClustering',
             uniroute_dot_v1_dot_registry__pb2.GetClusteringRequest.SerializeToString,
             uniroute_dot_v1_dot_registry__pb2.Clustering.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActivateClustering(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/uniroute.v1.Registry/ActivateClustering',
+            uniroute_dot_v1_dot_registry__pb2.ActivateClusteringRequest.SerializeToString,
+            uniroute_dot_v1_dot_registry__pb2.Clustering.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/uniroute.v1.Registry/Watch',
+            uniroute_dot_v1_dot_registry__pb2.WatchRequest.SerializeToString,
+            uniroute_dot_v1_dot_registry__pb2.WatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/uniroute.v1.Registry/GetStatus',
+            uniroute_dot_v1_dot_registry__pb2.GetStatusRequest.SerializeToString,
+            uniroute_dot_v1_dot_registry__pb2.ServerStatus.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,208 @@
+"""The follower's side of Watch: keep a local registry copy in step with the leader.
+
+A background thread holds one Watch stream open, applies each snapshot or
+change set to the local SQLite copy (whose listener rebuilds and swaps the
+routing table), and reconnects with capped exponential backoff and full jitter
+from the last applied revision. While the leader is away the sidecar keeps
+routing from its last table.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from uniroute.v1 import registry_pb2, registry_pb2_grpc
+
+from ._errors import SidecarError
+from ._registry import Change, ChangeSet, Registry
+from ._wire import clustering_from_spec, model_record
+
+log = logging.getLogger("sidecar.follower")
+
+_EVENT_TYPES = {registry_pb2.EVENT_TYPE_PUT: "put", registry_pb2.EVENT_TYPE_DELETE: "delete"}
+_CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+]
+
+
+class RefusedClustering(SidecarError):
+    """The leader's clustering was fitted with another embedder than this sidecar's."""
+
+
+@dataclass
+class FollowerStatus:
+    """What GetStatus and the metrics report about replication."""
+
+    leader: str
+    connected: bool = False
+    last_contact: float | None = None  # time.monotonic() of the last message
+    reconnects: int = 0
+    snapshots_applied: int = 0
+    change_sets_applied: int = 0
+    last_error: str = ""
+
+    def seconds_since_contact(self) -> float:
+        return -1.0 if self.last_contact is None else time.monotonic() - self.last_contact
+
+
+class Follower:
+    """Follows one leader; start() once, stop() to end the thread."""
+
+    def __init__(
+        self,
+        leader: str,
+        registry: Registry,
+        embedder_fingerprint: str,
+        *,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        stale_after: float = 10.0,
+        on_refused: Callable[[str | None], None] = lambda _reason: None,
+    ) -> None:
+        self.leader = leader
+        self.registry = registry
+        self.fingerprint = embedder_fingerprint
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.stale_after = stale_after
+        self.on_refused = on_refused
+        self.status = FollowerStatus(leader)
+        self._stop = threading.Event()
+        self._call: grpc.Future | None = None
+        self._thread = threading.Thread(target=self._run, name="follower", daemon=True)
+        self._watchdog = threading.Thread(target=self._watch_dog, name="follower-dog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._watchdog.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+        self._thread.join(timeout=10)
+        self._watchdog.join(timeout=10)
+
+    def _run(self) -> None:
+        attempt = 0
+        with grpc.insecure_channel(self.leader, options=_CHANNEL_OPTIONS) as channel:
+            stub = registry_pb2_grpc.RegistryStub(channel)
+            while not self._stop.is_set():
+                if attempt:
+                    self.status.reconnects += 1
+                attempt += 1
+                try:
+                    if self._follow(stub):
+                        attempt = 1  # the stream worked: the next backoff starts small
+                except grpc.RpcError as exc:
+                    if not self._stop.is_set():
+                        self._note(f"watch stream to {self.leader} ended: {_describe(exc)}")
+                except RefusedClustering as exc:
+                    self._note(str(exc), level=logging.ERROR)
+                    self.on_refused(str(exc))
+                except SidecarError as exc:
+                    self._note(f"cannot apply an update from {self.leader}: {exc}", logging.ERROR)
+                finally:
+                    self.status.connected = False
+                    self._call = None
+                delay = min(self.backoff_max, self.backoff_initial * 2 ** min(attempt, 16))
+                self._stop.wait(random.uniform(0, delay))  # full jitter
+
+    def _follow(self, stub: registry_pb2_grpc.RegistryStub) -> bool:
+        """Consumes one Watch stream; True if it delivered anything."""
+        start = self.registry.revision + 1 if self.registry.active_clustering() else 0
+        call = stub.Watch(registry_pb2.WatchRequest(start_revision=start))
+        self._call = call
+        if self._stop.is_set():
+            call.cancel()
+        delivered = False
+        for response in call:
+            self.status.connected = True
+            self.status.last_contact = time.monotonic()
+            delivered = True
+            kind = response.WhichOneof("payload")
+            if kind == "snapshot":
+                self._apply_snapshot(response)
+            elif kind == "changes":
+                self._apply_changes(response)
+        return delivered
+
+    def _apply_snapshot(self, response: registry_pb2.WatchResponse) -> None:
+        snapshot = response.snapshot
+        clustering = None
+        if snapshot.HasField("clustering"):
+            clustering = clustering_from_spec(snapshot.clustering)
+            self._check(clustering.embedder_fingerprint, clustering.version)
+        models = [model_record(m) for m in snapshot.models]
+        self.registry.replace_all(response.header.revision, clustering, models)
+        self.status.snapshots_applied += 1
+        self._cleared()
+        log.info(
+            "applied snapshot at revision %d (%s, %d models)",
+            response.header.revision,
+            registry_pb2.SnapshotReason.Name(snapshot.reason),
+            len(models),
+        )
+
+    def _apply_changes(self, response: registry_pb2.WatchResponse) -> None:
+        revision = response.header.revision
+        if revision <= self.registry.revision:
+            return  # already applied (a replay overlapping what we hold)
+        changes = []
+        for event in response.changes.events:
+            type_ = _EVENT_TYPES[event.type]
+            if event.WhichOneof("target") == "clustering":
+                clustering = clustering_from_spec(event.clustering)
+                self._check(clustering.embedder_fingerprint, clustering.version)
+                changes.append(Change(type_, "clustering", clustering.version, None, clustering))
+            elif type_ == "put":
+                changes.append(Change(type_, "model", event.model.name, model_record(event.model)))
+            else:
+                changes.append(Change(type_, "model", event.model.name))
+        self.registry.apply_changes(ChangeSet(revision, tuple(changes)))
+        self.status.change_sets_applied += 1
+        self._cleared()
+
+    def _check(self, fingerprint: str, version: str) -> None:
+        if fingerprint != self.fingerprint:
+            raise RefusedClustering(
+                f"refusing clustering {version} from {self.leader}: it was fitted with embedder "
+                f"{fingerprint[:16]}…, this sidecar runs {self.fingerprint[:16]}…; "
+                "keeping the current table"
+            )
+
+    def _cleared(self) -> None:
+        if self.status.last_error:
+            self.status.last_error = ""
+            self.on_refused(None)
+
+    def _note(self, message: str, level: int = logging.WARNING) -> None:
+        self.status.last_error = message
+        log.log(level, message)
+
+    def _watch_dog(self) -> None:
+        """Cancels a stream that went silent (no heartbeat) so the loop reconnects."""
+        while not self._stop.wait(1.0):
+            call, contact = self._call, self.status.last_contact
+            silent = contact is not None and time.monotonic() - contact > self.stale_after
+            if call is not None and self.status.connected and silent:
+                log.warning(
+                    "no message from %s for %.0fs; reconnecting", self.leader, self.stale_after
+                )
+                call.cancel()
+
+
+def _describe(exc: grpc.RpcError) -> str:
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    return f"{code.name if code else 'error'}: {details}"
