@@ -11,13 +11,18 @@ import json
 import os
 import platform
 import re
+import socket
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 BENCH_DIR = Path(__file__).resolve().parent
 OUT_DIR = BENCH_DIR / "out"
@@ -99,3 +104,57 @@ def record(name: str, data: dict[str, Any], markdown: str) -> Path:
     )
     RESULTS_MD.write_text(text)
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def sidecar_process(workdir: Path, name: str, *args: str) -> Iterator[str]:
+    """A `sidecar serve` process on a free port, SERVING before this yields."""
+    address = f"127.0.0.1:{free_port()}"
+    log_path = workdir / f"{name}.log"
+    with (
+        log_path.open("wb") as log,
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sidecar._cli",
+                "serve",
+                "--listen",
+                address,
+                "--db",
+                str(workdir / f"{name}.db"),
+                *args,
+            ],
+            stdout=log,
+            stderr=log,
+        ) as process,
+    ):
+        try:
+            wait_serving(address, process, log_path)
+            yield address
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def wait_serving(address: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 120
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{address} exited: {log_path.read_text()}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+    raise RuntimeError(f"{address} did not become SERVING")

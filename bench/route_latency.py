@@ -15,19 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from uniroute.v1 import registry_pb2, registry_pb2_grpc, router_pb2, router_pb2_grpc
 
-from bench._common import record, summarise_ms, verdict
+from bench._common import record, sidecar_process, summarise_ms, verdict
 from sidecar import Embedder, default_embedder_dir
 from sidecar._server import starter_artifact_dir
 
@@ -87,53 +84,6 @@ WORDS = [
 def prompts(n_words: int, count: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     return [" ".join(rng.choice(WORDS) for _ in range(n_words)) for _ in range(count)]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def sidecar_process(workdir: Path) -> Iterator[str]:
-    """A real server process on a free port, SERVING before this yields."""
-    address = f"127.0.0.1:{free_port()}"
-    log = (workdir / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sidecar._cli",
-            "serve",
-            "--listen",
-            address,
-            "--db",
-            str(workdir / "bench.db"),
-        ],
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        with grpc.insecure_channel(address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            deadline = time.monotonic() + 120
-            while True:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((workdir / "serve.log").read_text())
-                try:
-                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                        break
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.1)
-        yield address
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def register_synthetic_models(channel: grpc.Channel, seed: int = 0) -> None:
@@ -197,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     series: dict[str, list[float]] = {}
     with (
         tempfile.TemporaryDirectory() as tmp,
-        sidecar_process(Path(tmp)) as address,
+        sidecar_process(Path(tmp), "latency") as address,
         grpc.insecure_channel(address) as channel,
     ):
         register_synthetic_models(channel)

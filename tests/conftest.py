@@ -144,10 +144,11 @@ def make_sidecar(embedder: Embedder, tmp_path: Path) -> Iterator[Callable[..., S
     """Starts real servers on free loopback ports; all are stopped at teardown."""
     started: list[Sidecar] = []
 
-    def start(**overrides: object) -> Sidecar:
+    def start(*, with_embedder: object = None, **overrides: object) -> Sidecar:
         options: dict[str, object] = {"listen": "127.0.0.1:0", "db_path": tmp_path / "reg.db"}
         options.update(overrides)
-        sidecar = serve(ServerConfig(**options), embedder=embedder)  # type: ignore[arg-type]
+        config = ServerConfig(**options)  # type: ignore[arg-type]
+        sidecar = serve(config, embedder=with_embedder or embedder)  # type: ignore[arg-type]
         started.append(sidecar)
         return sidecar
 
