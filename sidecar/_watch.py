@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import grpc
@@ -129,7 +129,7 @@ class WatchHub:
 
     def stream(
         self, start_revision: int, context: grpc.ServicerContext
-    ) -> Iterator[registry_pb2.WatchResponse]:
+    ) -> Generator[registry_pb2.WatchResponse, None, None]:
         """Snapshot or replay from start_revision, then live change sets and heartbeats."""
         watcher = _Watcher(queue.Queue(maxsize=self.buffer + 1))
         with self._lock:

@@ -314,7 +314,7 @@ def test_slow_watcher_is_dropped_without_blocking_writers(topic_artifact, tmp_pa
     registry.activate_clustering(load_clustering(topic_artifact))
     hub = WatchHub(registry, buffer=3, progress_interval=0.1)
     registry.add_listener(hub.on_commit)
-    slow = hub.stream(0, _Context())  # type: ignore[arg-type]
+    slow = hub.stream(0, _Context())
     assert next(slow).WhichOneof("payload") == "snapshot"
     started = time.monotonic()
     for i in range(10):  # the slow watcher reads nothing meanwhile
@@ -326,7 +326,7 @@ def test_slow_watcher_is_dropped_without_blocking_writers(topic_artifact, tmp_pa
     assert info.value.args[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "resume from revision 2" in info.value.args[1]
     assert hub.watcher_count == 0
-    fresh = hub.stream(2, _Context())  # type: ignore[arg-type]
+    fresh = hub.stream(2, _Context())
     assert [next(fresh).header.revision for _ in range(10)] == list(range(2, 12))
     fresh.close()
     registry.close()
