@@ -34,6 +34,16 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+def _channel_options(backoff_initial: float, backoff_max: float) -> list[tuple[str, int]]:
+    """gRPC reconnects on its own schedule too (up to 120 s by default): cap it like ours."""
+    return [
+        *_CHANNEL_OPTIONS,
+        ("grpc.initial_reconnect_backoff_ms", max(1, int(backoff_initial * 1000))),
+        ("grpc.min_reconnect_backoff_ms", max(1, int(backoff_initial * 1000))),
+        ("grpc.max_reconnect_backoff_ms", max(1, int(backoff_max * 1000))),
+    ]
+
+
 class RefusedClustering(SidecarError):
     """The leader's clustering was fitted with another embedder than this sidecar's."""
 
@@ -95,7 +105,8 @@ class Follower:
 
     def _run(self) -> None:
         attempt = 0
-        with grpc.insecure_channel(self.leader, options=_CHANNEL_OPTIONS) as channel:
+        options = _channel_options(self.backoff_initial, self.backoff_max)
+        with grpc.insecure_channel(self.leader, options=options) as channel:
             stub = registry_pb2_grpc.RegistryStub(channel)
             while not self._stop.is_set():
                 if attempt:
@@ -120,8 +131,9 @@ class Follower:
 
     def _follow(self, stub: registry_pb2_grpc.RegistryStub) -> bool:
         """Consumes one Watch stream; True if it delivered anything."""
-        start = self.registry.revision + 1 if self.registry.active_clustering() else 0
-        call = stub.Watch(registry_pb2.WatchRequest(start_revision=start))
+        upstream = self.registry.upstream_store_id
+        start = self.registry.revision + 1 if upstream else 0
+        call = stub.Watch(registry_pb2.WatchRequest(start_revision=start, store_id=upstream))
         self._call = call
         if self._stop.is_set():
             call.cancel()
@@ -144,7 +156,13 @@ class Follower:
             clustering = clustering_from_spec(snapshot.clustering)
             self._check(clustering.embedder_fingerprint, clustering.version)
         models = [model_record(m) for m in snapshot.models]
-        self.registry.replace_all(response.header.revision, clustering, models)
+        self.registry.replace_all(
+            response.header.revision,
+            clustering,
+            models,
+            clustering_revision=snapshot.clustering.activated_revision,
+            upstream_store_id=response.header.store_id,
+        )
         self.status.snapshots_applied += 1
         self._cleared()
         log.info(
@@ -156,6 +174,11 @@ class Follower:
 
     def _apply_changes(self, response: registry_pb2.WatchResponse) -> None:
         revision = response.header.revision
+        if response.header.store_id != self.registry.upstream_store_id:
+            raise SidecarError(
+                f"{self.leader} sent changes from store {response.header.store_id!r} but this "
+                f"copy came from {self.registry.upstream_store_id!r}; resyncing"
+            )
         if revision <= self.registry.revision:
             return  # already applied (a replay overlapping what we hold)
         changes = []

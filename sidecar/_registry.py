@@ -15,6 +15,7 @@ import re
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -214,6 +215,7 @@ class Registry:
             if row is None:
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 db.execute("INSERT INTO meta VALUES ('revision', '0')")
+                db.execute("INSERT INTO meta VALUES ('store_id', ?)", (uuid.uuid4().hex,))
             elif int(row[0]) > SCHEMA_VERSION:
                 raise ArtifactError(
                     f"registry database {self.path} has schema version {row[0]}, newer than this "
@@ -287,6 +289,21 @@ class Registry:
             return
         db.execute("DELETE FROM events WHERE revision <= ?", (up_to,))
         db.execute("INSERT OR REPLACE INTO meta VALUES ('compact_revision', ?)", (str(up_to),))
+
+    def _meta(self, key: str) -> str:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return str(row[0]) if row else ""
+
+    @property
+    def store_id(self) -> str:
+        """Fixed when the database is created: revisions only compare within one store."""
+        return self._meta("store_id")
+
+    @property
+    def upstream_store_id(self) -> str:
+        """Replicas: the store_id of the leader whose snapshot this copy holds ("" if none)."""
+        return self._meta("upstream_store_id")
 
     @property
     def compact_revision(self) -> int:
@@ -561,7 +578,13 @@ class Registry:
             return sets
 
     def replace_all(
-        self, revision: int, clustering: Clustering | None, models: Sequence[ModelRecord]
+        self,
+        revision: int,
+        clustering: Clustering | None,
+        models: Sequence[ModelRecord],
+        *,
+        clustering_revision: int = 0,
+        upstream_store_id: str = "",
     ) -> None:
         """Installs a leader's snapshot as one revision (replicas only).
 
@@ -570,9 +593,12 @@ class Registry:
         """
         with self._write() as db:
             self._set_revision(db, revision, force=True)
+            db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('upstream_store_id', ?)", (upstream_store_id,)
+            )
             now = time.time()
             if clustering is not None:
-                self._put_clustering(db, clustering, revision, now)
+                self._put_clustering(db, clustering, clustering_revision or revision, now)
                 self._log(db, revision, 0, "put", "clustering", clustering.version)
             db.execute("DELETE FROM model_results")
             db.execute("DELETE FROM models")

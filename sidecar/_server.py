@@ -203,7 +203,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             return
         if request.start_revision < 0:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "start_revision must be >= 0")
-        yield from self.hub.stream(request.start_revision, context)
+        yield from self.hub.stream(request.start_revision, context, request.store_id)
 
     @_status_from_errors
     def GetStatus(

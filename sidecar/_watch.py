@@ -48,39 +48,32 @@ class _Watcher:
                 self.queue.put_nowait(_OVERFLOW)
 
 
-def change_set_response(change_set: ChangeSet, compact_revision: int) -> registry_pb2.WatchResponse:
+def change_set_response(
+    change_set: ChangeSet, header: registry_pb2.ResponseHeader
+) -> registry_pb2.WatchResponse:
     events = []
     for change in change_set.changes:
         event = registry_pb2.Event(type=_EVENT_TYPES[change.type])
         if change.kind == "clustering" and change.clustering is not None:
-            event.clustering.CopyFrom(clustering_spec(change.clustering))
+            event.clustering.CopyFrom(clustering_spec(change.clustering, change_set.revision))
         elif change.model is not None:
             event.model.CopyFrom(model_message(change.model))
         else:
             event.model.name = change.key
         events.append(event)
-    return registry_pb2.WatchResponse(
-        header=registry_pb2.ResponseHeader(
-            revision=change_set.revision, compact_revision=compact_revision
-        ),
-        changes=registry_pb2.ChangeSet(events=events),
-    )
+    return registry_pb2.WatchResponse(header=header, changes=registry_pb2.ChangeSet(events=events))
 
 
 def snapshot_response(
-    snapshot: Snapshot, reason: registry_pb2.SnapshotReason, compact_revision: int
+    snapshot: Snapshot, reason: registry_pb2.SnapshotReason, header: registry_pb2.ResponseHeader
 ) -> registry_pb2.WatchResponse:
     message = registry_pb2.RegistrySnapshot(
         reason=reason, models=[model_message(m) for m in snapshot.models]
     )
     if snapshot.clustering is not None:
-        message.clustering.CopyFrom(clustering_spec(snapshot.clustering.clustering))
-    return registry_pb2.WatchResponse(
-        header=registry_pb2.ResponseHeader(
-            revision=snapshot.revision, compact_revision=compact_revision
-        ),
-        snapshot=message,
-    )
+        active = snapshot.clustering
+        message.clustering.CopyFrom(clustering_spec(active.clustering, active.revision))
+    return registry_pb2.WatchResponse(header=header, snapshot=message)
 
 
 class WatchHub:
@@ -101,6 +94,14 @@ class WatchHub:
         self._watchers: set[_Watcher] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self.store_id = registry.store_id
+
+    def header(self, revision: int) -> registry_pb2.ResponseHeader:
+        return registry_pb2.ResponseHeader(
+            revision=revision,
+            compact_revision=self.registry.compact_revision,
+            store_id=self.store_id,
+        )
 
     @property
     def watcher_count(self) -> int:
@@ -111,7 +112,7 @@ class WatchHub:
         if not self._watchers:
             return
         (change_set,) = self.registry.changes_after(revision - 1)
-        response = change_set_response(change_set, self.registry.compact_revision)
+        response = change_set_response(change_set, self.header(revision))
         with self._lock:
             watchers = list(self._watchers)
         for watcher in watchers:
@@ -128,7 +129,7 @@ class WatchHub:
             watcher.queue.put(_CLOSE)
 
     def stream(
-        self, start_revision: int, context: grpc.ServicerContext
+        self, start_revision: int, context: grpc.ServicerContext, store_id: str = ""
     ) -> Generator[registry_pb2.WatchResponse, None, None]:
         """Snapshot or replay from start_revision, then live change sets and heartbeats."""
         watcher = _Watcher(queue.Queue(maxsize=self.buffer + 1))
@@ -143,16 +144,13 @@ class WatchHub:
             self._watchers.add(watcher)  # before reading: no commit can fall in between
         context.add_callback(lambda: watcher.queue.put(_CLOSE))
         try:
-            last = yield from self._catch_up(start_revision)
+            last = yield from self._catch_up(start_revision, store_id)
             while True:
                 try:
                     item = watcher.queue.get(timeout=self.progress_interval)
                 except queue.Empty:
                     yield registry_pb2.WatchResponse(
-                        header=registry_pb2.ResponseHeader(
-                            revision=last, compact_revision=self.registry.compact_revision
-                        ),
-                        progress=registry_pb2.ProgressNotification(),
+                        header=self.header(last), progress=registry_pb2.ProgressNotification()
                     )
                     continue
                 if item is _CLOSE:
@@ -172,13 +170,17 @@ class WatchHub:
             with self._lock:
                 self._watchers.discard(watcher)
 
-    def _catch_up(self, start_revision: int) -> Generator[registry_pb2.WatchResponse, None, int]:
+    def _catch_up(
+        self, start_revision: int, store_id: str
+    ) -> Generator[registry_pb2.WatchResponse, None, int]:
         """Yields a snapshot or the replay; returns the revision the watcher is then at."""
         current = self.registry.revision
         reason: registry_pb2.SnapshotReason | None = None
         change_sets: list[ChangeSet] = []
         if start_revision <= 0:
             reason = registry_pb2.SNAPSHOT_REASON_REQUESTED
+        elif store_id and store_id != self.store_id:
+            reason = registry_pb2.SNAPSHOT_REASON_STORE_CHANGED
         elif start_revision > current + 1:
             reason = registry_pb2.SNAPSHOT_REASON_AHEAD
         else:
@@ -186,11 +188,10 @@ class WatchHub:
                 change_sets = self.registry.changes_after(start_revision - 1)
             except Compacted:
                 reason = registry_pb2.SNAPSHOT_REASON_COMPACTED
-        compact = self.registry.compact_revision
         if reason is not None:
             snapshot = self.registry.snapshot()
-            yield snapshot_response(snapshot, reason, compact)
+            yield snapshot_response(snapshot, reason, self.header(snapshot.revision))
             return snapshot.revision
         for change_set in change_sets:
-            yield change_set_response(change_set, compact)
+            yield change_set_response(change_set, self.header(change_set.revision))
         return change_sets[-1].revision if change_sets else start_revision - 1

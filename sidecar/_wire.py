@@ -68,8 +68,11 @@ def model_record(message: registry_pb2.Model) -> ModelRecord:
     )
 
 
-def clustering_spec(clustering: Clustering) -> registry_pb2.ClusteringSpec:
+def clustering_spec(
+    clustering: Clustering, activated_revision: int = 0
+) -> registry_pb2.ClusteringSpec:
     return registry_pb2.ClusteringSpec(
+        activated_revision=activated_revision,
         version=clustering.version,
         embedder_fingerprint=clustering.embedder_fingerprint,
         k=clustering.k,

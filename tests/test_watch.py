@@ -402,3 +402,31 @@ def test_any_sequence_of_puts_and_deletes_replicates_exactly(
         assert [m.revision for m in follower.registry.snapshot().models] == [
             m.revision for m in leader.registry.snapshot().models
         ]
+
+
+def test_follower_resyncs_when_the_leader_store_is_replaced(
+    make_sidecar, connect, topic_artifact, tmp_path
+):
+    """Same port, another database at a higher revision: revisions are not comparable."""
+    port = free_port()
+    first = make_sidecar(
+        artifact_dir=topic_artifact, listen=f"127.0.0.1:{port}", db_path=tmp_path / "one.db"
+    )
+    register(connect(first.port), "a")
+    follower = make_sidecar(follow=f"127.0.0.1:{port}", db_path=tmp_path / "f.db")
+    client = connect(follower.port)
+    eventually(lambda: status(client).models == 1)
+    first.stop(0)
+
+    second = make_sidecar(
+        artifact_dir=topic_artifact, listen=f"127.0.0.1:{port}", db_path=tmp_path / "two.db"
+    )
+    second_client = connect(second.port)
+    for name in ("x", "y", "z"):  # revision 4 > the follower's 2
+        register(second_client, name)
+    eventually(lambda: follower.tables.current.names == ("x", "y", "z"), timeout=20)
+    assert follower.tables.current.revision == second.registry.revision
+    assert status(client).snapshots_applied == 2
+    assert follower.registry.upstream_store_id == second.registry.store_id
+    clustering = client.registry.GetClustering(registry_pb2.GetClusteringRequest())
+    assert clustering.revision == 1  # the leader's activation revision, not the snapshot's

@@ -22,6 +22,7 @@ class SnapshotReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SNAPSHOT_REASON_REQUESTED: _ClassVar[SnapshotReason]
     SNAPSHOT_REASON_COMPACTED: _ClassVar[SnapshotReason]
     SNAPSHOT_REASON_AHEAD: _ClassVar[SnapshotReason]
+    SNAPSHOT_REASON_STORE_CHANGED: _ClassVar[SnapshotReason]
 
 class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -41,6 +42,7 @@ SNAPSHOT_REASON_UNSPECIFIED: SnapshotReason
 SNAPSHOT_REASON_REQUESTED: SnapshotReason
 SNAPSHOT_REASON_COMPACTED: SnapshotReason
 SNAPSHOT_REASON_AHEAD: SnapshotReason
+SNAPSHOT_REASON_STORE_CHANGED: SnapshotReason
 EVENT_TYPE_UNSPECIFIED: EventType
 EVENT_TYPE_PUT: EventType
 EVENT_TYPE_DELETE: EventType
@@ -191,7 +193,7 @@ class Clustering(_message.Message):
     def __init__(self, version: _Optional[str] = ..., k: _Optional[int] = ..., dim: _Optional[int] = ..., embedder_fingerprint: _Optional[str] = ..., validation_counts: _Optional[_Iterable[int]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ClusteringSpec(_message.Message):
-    __slots__ = ("version", "embedder_fingerprint", "k", "dim", "centroids", "validation_item_ids", "validation_clusters")
+    __slots__ = ("version", "embedder_fingerprint", "k", "dim", "centroids", "validation_item_ids", "validation_clusters", "activated_revision")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     EMBEDDER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +201,7 @@ class ClusteringSpec(_message.Message):
     CENTROIDS_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATED_REVISION_FIELD_NUMBER: _ClassVar[int]
     version: str
     embedder_fingerprint: str
     k: int
@@ -206,7 +209,8 @@ class ClusteringSpec(_message.Message):
     centroids: bytes
     validation_item_ids: _containers.RepeatedScalarFieldContainer[str]
     validation_clusters: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, version: _Optional[str] = ..., embedder_fingerprint: _Optional[str] = ..., k: _Optional[int] = ..., dim: _Optional[int] = ..., centroids: _Optional[bytes] = ..., validation_item_ids: _Optional[_Iterable[str]] = ..., validation_clusters: _Optional[_Iterable[int]] = ...) -> None: ...
+    activated_revision: int
+    def __init__(self, version: _Optional[str] = ..., embedder_fingerprint: _Optional[str] = ..., k: _Optional[int] = ..., dim: _Optional[int] = ..., centroids: _Optional[bytes] = ..., validation_item_ids: _Optional[_Iterable[str]] = ..., validation_clusters: _Optional[_Iterable[int]] = ..., activated_revision: _Optional[int] = ...) -> None: ...
 
 class ActivateClusteringRequest(_message.Message):
     __slots__ = ("clustering",)
@@ -215,18 +219,22 @@ class ActivateClusteringRequest(_message.Message):
     def __init__(self, clustering: _Optional[_Union[ClusteringSpec, _Mapping]] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("start_revision",)
+    __slots__ = ("start_revision", "store_id")
     START_REVISION_FIELD_NUMBER: _ClassVar[int]
+    STORE_ID_FIELD_NUMBER: _ClassVar[int]
     start_revision: int
-    def __init__(self, start_revision: _Optional[int] = ...) -> None: ...
+    store_id: str
+    def __init__(self, start_revision: _Optional[int] = ..., store_id: _Optional[str] = ...) -> None: ...
 
 class ResponseHeader(_message.Message):
-    __slots__ = ("revision", "compact_revision")
+    __slots__ = ("revision", "compact_revision", "store_id")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    STORE_ID_FIELD_NUMBER: _ClassVar[int]
     revision: int
     compact_revision: int
-    def __init__(self, revision: _Optional[int] = ..., compact_revision: _Optional[int] = ...) -> None: ...
+    store_id: str
+    def __init__(self, revision: _Optional[int] = ..., compact_revision: _Optional[int] = ..., store_id: _Optional[str] = ...) -> None: ...
 
 class RegistrySnapshot(_message.Message):
     __slots__ = ("reason", "clustering", "models")
