@@ -25,6 +25,7 @@ from google.protobuf import json_format
 from ._errors import InvalidArgument, SidecarError
 
 DEFAULT_SERVER = "127.0.0.1:50051"
+TRUNCATION_HELP = "long prompts keep their head, tail, or head_tail[:N] (first N + the end)"
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
@@ -74,6 +75,7 @@ def cmd_export_embedder(args: argparse.Namespace) -> int:
         args.source,
         quantize=not args.no_quantize,
         max_tokens=args.max_tokens,
+        truncation=args.truncation,
         min_cosine=args.min_cosine,
     )
     probe = manifest["probe"]
@@ -92,7 +94,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     train = read_prompts(args.train)
     val_ids, val_prompts = read_items(args.val)
-    embedder = Embedder.from_dir(args.embedder or default_embedder_dir(), threads=args.threads)
+    embedder = Embedder.from_dir(
+        args.embedder or default_embedder_dir(), threads=args.threads, truncation=args.truncation
+    )
     # Train and val often overlap (or are the same file): embed each distinct prompt once.
     distinct = list(dict.fromkeys([*train, *val_prompts]))
     row_of = {prompt: row for row, prompt in enumerate(distinct)}
@@ -143,6 +147,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cost_weight=args.cost_weight,
         max_workers=args.workers,
         embedder_threads=args.threads,
+        truncation=args.truncation,
         follow=args.follow,
         history=args.history,
         progress_interval=args.progress_interval,
@@ -407,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="output dir (default var/embedder)")
     p.add_argument("--source", type=Path, default=None, help="checkpoint dir (default MiniLM)")
     p.add_argument("--no-quantize", action="store_true", help="keep fp32 weights")
+    p.add_argument("--truncation", default="head", help=TRUNCATION_HELP)
     p.add_argument("--max-tokens", type=int, default=256, help="truncation length")
     p.add_argument("--min-cosine", type=float, default=0.99, help="probe check threshold")
     p.set_defaults(func=cmd_export_embedder)
@@ -419,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="K-means random seed")
     p.add_argument("--embedder", type=Path, default=None, help="embedder dir")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime threads")
+    p.add_argument("--truncation", default=None, help=TRUNCATION_HELP + " (default: manifest)")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("serve", help="serve the Router and Registry gRPC API")
@@ -437,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cost-weight", type=_nonnegative_float, default=0.0, help="default λ")
     p.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per call")
+    p.add_argument("--truncation", default=None, help=TRUNCATION_HELP + " (default: manifest)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("register", help="register a model from graded validation results")

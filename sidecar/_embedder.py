@@ -22,7 +22,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from sidecar._errors import ArtifactError
+from sidecar._errors import ArtifactError, InvalidArgument
 
 FORMAT = "uniroute.embedder/1"
 MANIFEST_FILE = "manifest.json"
@@ -36,6 +36,56 @@ ENV_DIR = "UNIROUTE_EMBEDDER_DIR"
 FINGERPRINT_KEYS = ("dim", "max_tokens", "truncation", "pooling", "normalize", "quantization")
 
 _REBUILD_HINT = "rebuild it with `sidecar export-embedder` (or `make embedder`)"
+
+TRUNCATION_MODES = ("head", "tail", "head_tail")
+DEFAULT_HEAD_TAIL_HEAD = 64
+
+
+@dataclass(frozen=True)
+class TokenWindow:
+    """Which ``max_tokens`` of a long prompt the model sees.
+
+    ``head`` keeps the start, ``tail`` the end, and ``head_tail:N`` the first N
+    tokens plus the end. Prompts that open with a long shared system prompt or
+    few-shot template embed identically under ``head``; the tail is where the
+    actual question is.
+    """
+
+    max_tokens: int
+    mode: str = "head"
+    head: int = 0
+
+    @classmethod
+    def parse(cls, spec: str, max_tokens: int) -> TokenWindow:
+        mode, _, count = spec.partition(":")
+        if mode not in TRUNCATION_MODES or (count and mode != "head_tail"):
+            raise ValueError(
+                f"truncation {spec!r} is not one of head, tail, head_tail or head_tail:N"
+            )
+        head = 0
+        if mode == "head_tail":
+            head = int(count) if count else DEFAULT_HEAD_TAIL_HEAD
+            if not 0 < head < max_tokens - 2:
+                raise ValueError(f"head_tail needs 0 < N < {max_tokens - 2}, got {head}")
+        return cls(max_tokens, mode, head)
+
+    @property
+    def spec(self) -> str:
+        return f"head_tail:{self.head}" if self.mode == "head_tail" else self.mode
+
+    def apply(self, ids: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], bool]:
+        """Cuts an untruncated [CLS] ... [SEP] sequence down to max_tokens."""
+        if ids.shape[0] <= self.max_tokens:
+            return ids, False
+        keep = self.max_tokens - 2
+        body = ids[1:-1]
+        if self.mode == "tail":
+            kept = body[-keep:]
+        elif self.mode == "head_tail":
+            kept = np.concatenate((body[: self.head], body[-(keep - self.head) :]))
+        else:
+            kept = body[:keep]
+        return np.concatenate((ids[:1], kept, ids[-1:])), True
 
 
 def default_embedder_dir() -> Path:
@@ -149,6 +199,10 @@ class Embedder:
         self._dim = int(manifest["dim"])
         self._max_tokens = int(manifest["max_tokens"])
         self._fingerprint = str(manifest["fingerprint"])
+        self._window = TokenWindow.parse(str(manifest["truncation"]), self._max_tokens)
+        if self._window.mode != "head":
+            # The tokenizer's own truncation can only keep the head; cut in encode().
+            tokenizer.no_truncation()
         # Dynamic int8 quantisation picks ONE activation scale per tensor, i.e. per
         # whole padded batch, so a text's vector would depend on its batch-mates
         # (cosine down to ~0.95 for short texts). Only an unquantised model may be
@@ -159,11 +213,13 @@ class Embedder:
         self._pad_id = 0 if pad_id is None else int(pad_id)
 
     @classmethod
-    def from_dir(cls, path: Path, *, threads: int = 1) -> Embedder:
+    def from_dir(cls, path: Path, *, threads: int = 1, truncation: str | None = None) -> Embedder:
         """Load and verify an artifact directory; any defect is an ArtifactError.
 
         Verifies file hashes and the manifest fingerprint so a stale or tampered
         artifact fails at start-up rather than silently shifting every route.
+        ``truncation`` overrides the manifest's strategy; the fingerprint then
+        covers the override, so clusterings stay tied to what was embedded.
         """
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -183,6 +239,13 @@ class Embedder:
                 f"match the manifest fields (expected {expected!r}); the manifest was edited "
                 f"or is from another export; {_REBUILD_HINT}"
             )
+        if truncation is not None and truncation != manifest["truncation"]:
+            try:
+                TokenWindow.parse(truncation, int(manifest["max_tokens"]))
+            except ValueError as exc:
+                raise InvalidArgument(str(exc)) from exc
+            manifest = {**manifest, "truncation": truncation}
+            manifest["fingerprint"] = compute_fingerprint(manifest)
         try:
             tokenizer = load_tokenizer(path / TOKENIZER_FILE, int(manifest["max_tokens"]))
         except Exception as exc:  # tokenizers raises plain Exception subclasses
@@ -227,6 +290,10 @@ class Embedder:
         return self._fingerprint
 
     @property
+    def truncation(self) -> str:
+        return self._window.spec
+
+    @property
     def manifest(self) -> dict[str, Any]:
         """A copy, so callers cannot mutate what the embedder was verified against."""
         return copy.deepcopy(self._manifest)
@@ -244,14 +311,17 @@ class Embedder:
     # -- stages (split so benchmarks can time tokenising and inference apart) --
 
     def encode(self, text: str) -> Encoded:
-        """Tokenise one text without padding; head-truncated to max_tokens."""
+        """Tokenise one text without padding, cut to max_tokens by the truncation strategy."""
         return self._encoded(self._tokenizer.encode(text))
 
-    @staticmethod
-    def _encoded(enc: Encoding) -> Encoded:
-        ids = np.asarray(enc.ids, dtype=np.int64).reshape(1, -1)
-        mask = np.asarray(enc.attention_mask, dtype=np.int64).reshape(1, -1)
-        return Encoded(ids, mask, int(ids.shape[1]), bool(enc.overflowing))
+    def _encoded(self, enc: Encoding) -> Encoded:
+        ids = np.asarray(enc.ids, dtype=np.int64)
+        if self._window.mode == "head":
+            truncated = bool(enc.overflowing)
+        else:
+            ids, truncated = self._window.apply(ids)
+        ids = ids.reshape(1, -1)
+        return Encoded(ids, np.ones_like(ids), int(ids.shape[1]), truncated)
 
     def run(
         self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]
@@ -295,43 +365,37 @@ class Embedder:
         if n == 0:
             return BatchEmbedding(vectors, n_tokens, truncated)
 
-        encodings = self._tokenizer.encode_batch(list(texts)) if self._batch_invariant else None
-        # Sorting by length keeps padding minimal when neighbours share a batch.
-        order = (
-            np.argsort([len(e.ids) for e in encodings], kind="stable")
-            if encodings is not None
-            else np.arange(n)
-        )
+        # Tokenise everything first (in parallel, in Rust), then sort by length so
+        # padded neighbours waste little (unquantised models only; see __init__).
+        encoded = [self._encoded(e) for e in self._tokenizer.encode_batch(list(texts))]
+        order = np.argsort([e.n_tokens for e in encoded], kind="stable")
         done = 0
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            if encodings is not None:
-                chunk = [encodings[i] for i in idx]
-                ids, mask = self._pad(chunk)
-                vectors[idx] = self.run(ids, mask)
+            chunk = [encoded[i] for i in idx]
+            if self._batch_invariant:
+                vectors[idx] = self.run(*self._pad(chunk))
             else:
-                chunk = self._tokenizer.encode_batch([texts[i] for i in idx])
-                for i, enc in zip(idx, chunk, strict=True):
-                    e = self._encoded(enc)
+                for i, e in zip(idx, chunk, strict=True):
                     vectors[i] = self.run(e.ids, e.mask)[0]
-            for i, enc in zip(idx, chunk, strict=True):
-                n_tokens[i] = len(enc.ids)
-                truncated[i] = bool(enc.overflowing)
+            for i, e in zip(idx, chunk, strict=True):
+                n_tokens[i] = e.n_tokens
+                truncated[i] = e.truncated
             done += len(idx)
             if progress is not None:
                 progress(done)
         return BatchEmbedding(vectors, n_tokens, truncated)
 
     def _pad(
-        self, encodings: Sequence[Encoding]
+        self, encoded: Sequence[Encoded]
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Right-pad to the longest member only (never to a fixed length)."""
-        width = max(len(e.ids) for e in encodings)
-        ids = np.full((len(encodings), width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(encodings), width), dtype=np.int64)
-        for row, enc in enumerate(encodings):
-            ids[row, : len(enc.ids)] = enc.ids
-            mask[row, : len(enc.ids)] = 1
+        width = max(e.n_tokens for e in encoded)
+        ids = np.full((len(encoded), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(encoded), width), dtype=np.int64)
+        for row, e in enumerate(encoded):
+            ids[row, : e.n_tokens] = e.ids[0]
+            mask[row, : e.n_tokens] = 1
         return ids, mask
 
 
@@ -374,9 +438,13 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise ArtifactError(
             f"{manifest_path}: bad dim {dim!r} or max_tokens {max_tokens!r}; {_REBUILD_HINT}"
         )
-    # The runtime implements exactly one embedding recipe; refuse anything else
+    try:
+        TokenWindow.parse(str(manifest["truncation"]), max_tokens)
+    except ValueError as exc:
+        raise ArtifactError(f"{manifest_path}: {exc}; {_REBUILD_HINT}") from exc
+    # The runtime implements exactly one pooling recipe; refuse anything else
     # rather than produce vectors the clustering was not built with.
-    recipe = {"truncation": "head", "pooling": "mean", "normalize": True}
+    recipe = {"pooling": "mean", "normalize": True}
     for key, want in recipe.items():
         if manifest[key] != want:
             raise ArtifactError(

@@ -29,6 +29,7 @@ from sidecar._embedder import (
     MODEL_FILE,
     TOKENIZER_FILE,
     Embedder,
+    TokenWindow,
     compute_fingerprint,
     load_tokenizer,
     make_session,
@@ -109,8 +110,10 @@ def export_embedder(
     accuracy (mean probe cosine < ``min_cosine``). Returns the manifest.
     """
     out_dir = Path(out_dir)
-    if truncation != "head":
-        raise InvalidArgument(f"truncation {truncation!r} is unsupported; only 'head' is")
+    try:
+        TokenWindow.parse(truncation, max_tokens)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from exc
     if not 0.0 < min_cosine <= 1.0:
         raise InvalidArgument(f"min_cosine must be in (0, 1], got {min_cosine}")
     src = _resolve_source(source)

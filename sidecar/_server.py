@@ -269,6 +269,7 @@ class ServerConfig:
     cost_weight: float = 0.0
     max_workers: int = 32  # Watch streams hold a thread each; see max_watchers
     embedder_threads: int = 1
+    truncation: str | None = None  # override the embedder manifest's strategy
     follow: str | None = None  # leader address: run as a read-only follower
     history: int = DEFAULT_HISTORY  # revisions of change events kept for Watch resumes
     progress_interval: float = 2.0  # seconds between Watch heartbeats on an idle stream
@@ -340,7 +341,9 @@ def serve(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
         raise InvalidArgument("a follower takes its clustering from the leader; drop --artifact")
     if embedder is None:
         embedder = Embedder.from_dir(
-            config.embedder_dir or default_embedder_dir(), threads=config.embedder_threads
+            config.embedder_dir or default_embedder_dir(),
+            threads=config.embedder_threads,
+            truncation=config.truncation,
         )
     registry = Registry(config.db_path, history=config.history)
     try:

@@ -20,11 +20,12 @@ from sidecar._embedder import (
     MODEL_FILE,
     TOKENIZER_FILE,
     Embedder,
+    TokenWindow,
     compute_fingerprint,
     default_embedder_dir,
     sha256_file,
 )
-from sidecar._errors import ArtifactError
+from sidecar._errors import ArtifactError, InvalidArgument
 
 SHORT = "How do I sort a list in Python?"
 LONG = "The committee reviewed every proposal in detail before voting. " * 60
@@ -237,3 +238,41 @@ def test_corrupt_artifact_raises(embedder: Embedder, tmp_path: Path, name: str) 
 def test_missing_directory_raises(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="export-embedder"):
         Embedder.from_dir(tmp_path / "nope")
+
+
+SHARED_PREFIX = "Answer like the examples. " + "Example: the sky is blue. Answer: A. " * 60
+
+
+@pytest.mark.parametrize("truncation", ["tail", "head_tail", "head_tail:32"])
+def test_truncation_strategies_keep_the_end_of_long_prompts(truncation: str) -> None:
+    head = Embedder.from_dir(default_embedder_dir())
+    other = Embedder.from_dir(default_embedder_dir(), truncation=truncation)
+    first = SHARED_PREFIX + "Question: which planet is the largest?"
+    second = SHARED_PREFIX + "Question: how do I reverse a list in Python?"
+    # Head truncation sees only the shared few-shot prefix: both prompts look the same.
+    assert float(head.embed(first).vector @ head.embed(second).vector) > 0.999
+    a, b = other.embed(first), other.embed(second)
+    assert a.truncated and a.n_tokens == other.max_tokens
+    assert float(a.vector @ b.vector) < 0.99
+    assert other.fingerprint != head.fingerprint
+    assert other.truncation == {"head_tail": "head_tail:64"}.get(truncation, truncation)
+    batch = other.embed_batch([first, "short prompt", second])
+    assert float(batch.vectors[0] @ a.vector) > 0.9999
+    assert batch.truncated.tolist() == [True, False, True]
+
+
+def test_head_tail_window_keeps_cls_sep_and_both_ends() -> None:
+    window = TokenWindow.parse("head_tail:3", 10)
+    ids = np.arange(100, 121, dtype=np.int64)  # [CLS]=100 ... [SEP]=120
+    kept, truncated = window.apply(ids)
+    assert truncated
+    assert kept.tolist() == [100, 101, 102, 103, 115, 116, 117, 118, 119, 120]
+    short = np.arange(5, dtype=np.int64)
+    assert window.apply(short)[0] is short
+    with pytest.raises(ValueError):
+        TokenWindow.parse("head_tail:8", 10)
+
+
+def test_unknown_truncation_override_is_invalid() -> None:
+    with pytest.raises(InvalidArgument):
+        Embedder.from_dir(default_embedder_dir(), truncation="middle")

@@ -139,7 +139,13 @@ def test_incomplete_source_raises(tmp_path: Path, embedder: Embedder) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"truncation": "tail"}, {"max_tokens": 0}, {"max_tokens": 10_000}, {"min_cosine": 1.5}],
+    [
+        {"truncation": "middle"},
+        {"truncation": "head_tail:300"},
+        {"max_tokens": 0},
+        {"max_tokens": 10_000},
+        {"min_cosine": 1.5},
+    ],
 )
 def test_bad_arguments(tmp_path: Path, kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgument):
