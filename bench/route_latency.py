@@ -7,12 +7,19 @@ interleaved round by round so machine noise hits every series alike, we time
 included, and (b) an empty unary RPC (health Check) to the same server.
 Goal: Route p50 <= (a) p50 + (b) p50 + 0.15 ms.
 
+Also in the same run: Route with a precomputed embedding (the server's work
+without the embedder), the embedding-cache hit path on a second server
+started with `--embedding-cache` (goal: p50 <= (b) p50 + 0.1 ms), and an
+in-process stage breakdown of one Route: tokenise, embed, kernel, table
+lookup, serialisation.
+
     python -m bench.route_latency [--rounds 20] [--per-round 50]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import tempfile
@@ -21,6 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from uniroute.v1 import registry_pb2, registry_pb2_grpc, router_pb2, router_pb2_grpc
 
@@ -29,6 +37,7 @@ from sidecar import Embedder, default_embedder_dir
 from sidecar._server import starter_artifact_dir
 
 GOAL_SLACK_MS = 0.15
+CACHE_SLACK_MS = 0.10
 N_MODELS = 11
 WORDS = [
     "please",
@@ -137,6 +146,66 @@ def embed_call(embedder: Embedder, next_prompt: Callable[[], str]) -> Callable[[
     return lambda: embedder.embed(next_prompt())
 
 
+def stage_breakdown(embedder: Embedder, repeat: int = 300) -> dict[str, float]:
+    """Median µs of each step of one Route, run in-process with the server's own code."""
+    from sidecar import Query, RoutingTable, TableHolder
+    from sidecar._clustering import load_clustering
+    from sidecar._kernels import route_one
+    from sidecar._registry import ModelRecord
+    from sidecar._router import Router
+    from sidecar._server import _route_response
+
+    clustering = load_clustering(starter_artifact_dir())
+    rng = np.random.default_rng(0)
+    models = [
+        ModelRecord(
+            f"model-{m:02d}",
+            float(m + 1),
+            rng.random(clustering.k),
+            np.zeros(clustering.k, np.int64),
+            0.3,
+            0,
+            "results",
+            clustering.version,
+            "",
+            {},
+            m + 1,
+            m + 1,
+            0.0,
+            0.0,
+        )
+        for m in range(N_MODELS)
+    ]
+    table = RoutingTable.build(
+        revision=1,
+        clustering_version=clustering.version,
+        embedder_fingerprint=clustering.embedder_fingerprint,
+        centroids=clustering.centroids,
+        models=models,
+    )
+    holder = TableHolder(table)
+    router = Router(holder, embedder)
+    prompt = prompts(20, 1, 6)[0]
+    encoded = embedder.encode(prompt)
+    vector = embedder.run(encoded.ids, encoded.mask)[0]
+    decision = router.route(Query(prompt=prompt))
+    scores = np.empty(table.size, dtype=np.float32)
+    names = ["model-03", "model-07"]
+    steps: dict[str, Callable[[], object]] = {
+        "tokenise": lambda: embedder.encode(prompt),
+        "embed (onnxruntime)": lambda: embedder.run(encoded.ids, encoded.mask),
+        "kernel (nearest centroid + argmin)": lambda: route_one(
+            vector, table.centroids, table.psi, table.costs, 0.1, table.all_candidates, scores
+        ),
+        "table lookup (reference + candidate mask)": lambda: (
+            holder.current.candidate_mask(names) if holder.current else None
+        ),
+        "serialisation (response + bytes)": lambda: _route_response(decision).SerializeToString(),
+        "whole Route in-process": lambda: router.route(Query(prompt=prompt)),
+    }
+    return {name: float(np.median(timed(fn, repeat))) * 1e6 for name, fn in steps.items()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.route_latency", description=__doc__)
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
@@ -148,15 +217,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     with (
         tempfile.TemporaryDirectory() as tmp,
         sidecar_process(Path(tmp), "latency") as address,
+        sidecar_process(Path(tmp), "cached", "--embedding-cache", "1024") as cached_address,
         grpc.insecure_channel(address) as channel,
+        grpc.insecure_channel(cached_address) as cached_channel,
     ):
         register_synthetic_models(channel)
+        register_synthetic_models(cached_channel)
         router = router_pb2_grpc.RouterStub(channel)
+        cached_router = router_pb2_grpc.RouterStub(cached_channel)
         health = health_pb2_grpc.HealthStub(channel)
         empty = health_pb2.HealthCheckRequest()
         cases = {20: cycle(prompts(20, 200, 1)), 200: cycle(prompts(200, 200, 2))}
+        vectors = [embedder.embed(p).vector.tolist() for p in prompts(20, 50, 4)]
+        with_vector = itertools.cycle([router_pb2.RouteRequest(embedding=v) for v in vectors])
+        repeated = router_pb2.RouteRequest(prompt=prompts(20, 1, 5)[0])
         runs: dict[str, Callable[[], object]] = {
             "empty_rpc": lambda: health.Check(empty),
+            "route_precomputed": lambda: router.Route(next(with_vector)),
+            "route_cache_hit": lambda: cached_router.Route(repeated),
         }
         for words, next_prompt in cases.items():
             runs[f"route_{words}w"] = route_call(router, next_prompt)
@@ -168,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 series.setdefault(name, []).extend(timed(fn, args.per_round))
 
     stats = {name: summarise_ms(samples) for name, samples in series.items()}
+    stages = stage_breakdown(embedder)
     rows = []
     goals = {}
     for words in (20, 200):
@@ -180,14 +259,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| {embed['p50']:.3f} | {rpc['p50']:.3f} | {overhead:+.3f} "
             f"| {verdict(route['p50'] <= budget)} (≤ {budget:.3f}) |"
         )
+    rpc, hit, pre = stats["empty_rpc"], stats["route_cache_hit"], stats["route_precomputed"]
+    cache_budget = rpc["p50"] + CACHE_SLACK_MS
+    goals["cache_hit"] = {"budget_ms": cache_budget, "pass": hit["p50"] <= cache_budget}
+    stage_rows = "\n".join(f"| {name} | {us:.1f} |" for name, us in stages.items())
     markdown = (
         f"{args.rounds} interleaved rounds × {args.per_round} calls per series, single client, "
         f"{N_MODELS} models, starter clustering (K=12), int8 MiniLM, 1 onnxruntime thread.\n\n"
         "| prompt | Route p50 ms | p99 | p99.9 | (a) embed p50 | (b) empty RPC p50 "
         "| overhead p50 | goal: Route p50 ≤ (a)+(b)+0.15 |\n"
-        "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+        "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        f"- Route with a precomputed embedding (no embedder): p50 {pre['p50']:.3f} ms, "
+        f"p99 {pre['p99']:.3f} ms, against the empty RPC's {rpc['p50']:.3f} ms.\n"
+        f"- Embedding-cache hit (`--embedding-cache 1024`, repeated prompt): p50 "
+        f"{hit['p50']:.3f} ms, p99 {hit['p99']:.3f} ms. Goal p50 ≤ (b) + 0.1 ms: "
+        f"{verdict(hit['p50'] <= cache_budget)} (≤ {cache_budget:.3f})\n\n"
+        "Stage breakdown of one 20-word Route, in-process medians (µs):\n\n"
+        "| stage | µs |\n|---|---|\n" + stage_rows
     )
-    out = record("route_latency", {"stats_ms": stats, "goals": goals}, markdown)
+    out = record(
+        "route_latency", {"stats_ms": stats, "stages_us": stages, "goals": goals}, markdown
+    )
     print(markdown)
     print(f"\nwrote {out}")
     return 0

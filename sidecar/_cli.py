@@ -148,6 +148,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_workers=args.workers,
         embedder_threads=args.threads,
         truncation=args.truncation,
+        embedding_cache=args.embedding_cache,
+        batch_max_size=args.batch_max_size,
+        batch_max_wait_ms=args.batch_max_wait_ms,
         follow=args.follow,
         history=args.history,
         progress_interval=args.progress_interval,
@@ -437,6 +440,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQLite file (default var/registry.db, or var/follower.db with --follow)",
     )
     p.add_argument("--follow", metavar="HOST:PORT", default=None, help="follow this leader")
+    p.add_argument(
+        "--embedding-cache", type=int, default=0, help="LRU entries for repeated prompts (0: off)"
+    )
+    p.add_argument(
+        "--batch-max-size", type=int, default=0, help="micro-batch concurrent Routes (0: off)"
+    )
+    p.add_argument(
+        "--batch-max-wait-ms", type=float, default=0.0, help="max wait for a batch to fill"
+    )
     p.add_argument("--history", type=int, default=10_000, help="revisions kept for Watch")
     p.add_argument("--progress-interval", type=float, default=2.0, help="Watch heartbeat seconds")
     p.add_argument("--artifact", type=Path, default=None, help="clustering dir to activate")

@@ -374,7 +374,7 @@ class Embedder:
             idx = order[start : start + batch_size]
             chunk = [encoded[i] for i in idx]
             if self._batch_invariant:
-                vectors[idx] = self.run(*self._pad(chunk))
+                vectors[idx] = self.run_padded(chunk)
             else:
                 for i, e in zip(idx, chunk, strict=True):
                     vectors[i] = self.run(e.ids, e.mask)[0]
@@ -386,17 +386,20 @@ class Embedder:
                 progress(done)
         return BatchEmbedding(vectors, n_tokens, truncated)
 
-    def _pad(
-        self, encoded: Sequence[Encoded]
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """Right-pad to the longest member only (never to a fixed length)."""
+    def run_padded(self, encoded: Sequence[Encoded]) -> npt.NDArray[np.float32]:
+        """One session run over inputs right-padded to the longest (never a fixed length).
+
+        With a dynamically quantised model the result for one input depends
+        slightly on the others (one activation scale per batch); callers that
+        accept that trade (micro-batching) use this directly.
+        """
         width = max(e.n_tokens for e in encoded)
         ids = np.full((len(encoded), width), self._pad_id, dtype=np.int64)
         mask = np.zeros((len(encoded), width), dtype=np.int64)
         for row, e in enumerate(encoded):
             ids[row, : e.n_tokens] = e.ids[0]
             mask[row, : e.n_tokens] = 1
-        return ids, mask
+        return self.run(ids, mask)
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

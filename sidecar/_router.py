@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from . import _kernels
+from ._cache import EmbeddingCache, prompt_key
 from ._errors import FailedPrecondition, InvalidArgument
 from ._table import RoutingTable, TableHolder
 
@@ -41,6 +42,10 @@ class BatchEmbeddingLike(Protocol):
 
     @property
     def truncated(self) -> np.ndarray: ...
+
+
+class BatcherLike(Protocol):
+    def embed(self, text: str) -> EmbeddingLike: ...
 
 
 class EmbedderLike(Protocol):
@@ -99,19 +104,39 @@ class Router:
     """Answers Route and RouteBatch from whatever table is current."""
 
     def __init__(
-        self, tables: TableHolder, embedder: EmbedderLike, *, default_cost_weight: float = 0.0
+        self,
+        tables: TableHolder,
+        embedder: EmbedderLike,
+        *,
+        default_cost_weight: float = 0.0,
+        cache: EmbeddingCache[EmbeddingLike] | None = None,
+        batcher: BatcherLike | None = None,
     ) -> None:
         _check_cost_weight(default_cost_weight)
         self.tables = tables
         self.embedder = embedder
         self.default_cost_weight = float(default_cost_weight)
+        self.cache = cache
+        self.batcher = batcher
+
+    def _embed(self, prompt: str) -> EmbeddingLike:
+        """Cache, then the micro-batcher if on, then the embedder itself."""
+        embed = (self.batcher or self.embedder).embed
+        if self.cache is None:
+            return embed(prompt)
+        key = prompt_key(prompt)
+        embedded = self.cache.get(key)
+        if embedded is None:
+            embedded = embed(prompt)
+            self.cache.put(key, embedded)
+        return embedded
 
     def route(self, query: Query) -> Decision:
         table = self._table()
         mask, cost_weight, vector = self._prepare(table, query)
         truncated, n_tokens = False, 0
         if vector is None:
-            embedded = self.embedder.embed(query.prompt)
+            embedded = self._embed(query.prompt)
             vector, truncated, n_tokens = embedded.vector, embedded.truncated, embedded.n_tokens
         return _decide(table, vector, mask, cost_weight, truncated, n_tokens, query.request_id)
 

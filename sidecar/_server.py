@@ -22,6 +22,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from uniroute.v1 import registry_pb2, registry_pb2_grpc, router_pb2, router_pb2_grpc
 
+from ._batcher import MicroBatcher
+from ._cache import EmbeddingCache
 from ._clustering import Clustering, load_clustering
 from ._embedder import Embedder, default_embedder_dir
 from ._errors import ArtifactError, FailedPrecondition, InvalidArgument, SidecarError
@@ -270,6 +272,10 @@ class ServerConfig:
     max_workers: int = 32  # Watch streams hold a thread each; see max_watchers
     embedder_threads: int = 1
     truncation: str | None = None  # override the embedder manifest's strategy
+    embedding_cache: int = 0  # LRU entries for repeated prompts; 0 turns the cache off
+    batch_max_size: int = 0  # micro-batching: up to this many concurrent Routes per run; 0 = off
+    batch_max_wait_ms: float = 0.0  # how long a forming batch may wait for more requests
+    batch_workers: int = 2  # batches run concurrently (one onnxruntime thread each)
     follow: str | None = None  # leader address: run as a read-only follower
     history: int = DEFAULT_HISTORY  # revisions of change events kept for Watch resumes
     progress_interval: float = 2.0  # seconds between Watch heartbeats on an idle stream
@@ -314,6 +320,8 @@ class Sidecar:
         if self.hub is not None:
             self.hub.close()
         self.server.stop(grace).wait()
+        if isinstance(self.router.batcher, MicroBatcher):
+            self.router.batcher.close()
         self.registry.close()
 
     def wait(self) -> None:
@@ -354,7 +362,23 @@ def serve(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
         else:
             _load_clustering(registry, config, embedder)
         tables = TableHolder(RoutingTable.from_snapshot(registry.snapshot()))
-        router = Router(tables, embedder, default_cost_weight=config.cost_weight)
+        batcher = None
+        if config.batch_max_size > 1:
+            if not isinstance(embedder, Embedder):
+                raise InvalidArgument("micro-batching needs the ONNX embedder")
+            batcher = MicroBatcher(
+                embedder,
+                max_batch=config.batch_max_size,
+                max_wait=config.batch_max_wait_ms / 1000.0,
+                workers=config.batch_workers,
+            )
+        router = Router(
+            tables,
+            embedder,
+            default_cost_weight=config.cost_weight,
+            cache=EmbeddingCache(config.embedding_cache) if config.embedding_cache > 0 else None,
+            batcher=batcher,
+        )
     except BaseException:
         registry.close()
         raise
