@@ -176,8 +176,15 @@ DEFAULT_HISTORY = 10_000
 class Registry:
     """Owns one SQLite file. Thread-safe; writes are serialised, reads are consistent."""
 
-    def __init__(self, path: Path, *, history: int = DEFAULT_HISTORY) -> None:
-        """``history`` is how many recent revisions of change events are kept for Watch."""
+    def __init__(
+        self, path: Path, *, history: int = DEFAULT_HISTORY, durable: bool = True
+    ) -> None:
+        """``history`` is how many recent revisions of change events are kept for Watch.
+
+        ``durable=False`` (followers) skips the fsync per commit: WAL keeps the file
+        consistent, and a follower that loses its last commits to a power cut just
+        resumes from an earlier revision.
+        """
         if history < 1:
             raise InvalidArgument(f"history must be at least 1 revision, got {history}")
         self.path = Path(path)
@@ -191,7 +198,7 @@ class Registry:
                 self.path, check_same_thread=False, isolation_level=None, timeout=30.0
             )
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._init_schema()
         except (sqlite3.DatabaseError, ArtifactError) as exc:

@@ -353,7 +353,7 @@ def serve(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
             threads=config.embedder_threads,
             truncation=config.truncation,
         )
-    registry = Registry(config.db_path, history=config.history)
+    registry = Registry(config.db_path, history=config.history, durable=not config.follow)
     try:
         if config.follow:
             stored = registry.active_clustering()
