@@ -43,6 +43,7 @@ SOURCE_EXPLICIT = "explicit"
 
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9._:/@+-]{1,128}$")
 MAX_DESCRIPTION = 1024
+MAX_RESULTS = 100_000  # graded items per registration; S_val is 10^2 to 10^3 in the method
 MAX_LABELS = 64
 MAX_LABEL_TEXT = 128
 
@@ -176,9 +177,7 @@ DEFAULT_HISTORY = 10_000
 class Registry:
     """Owns one SQLite file. Thread-safe; writes are serialised, reads are consistent."""
 
-    def __init__(
-        self, path: Path, *, history: int = DEFAULT_HISTORY, durable: bool = True
-    ) -> None:
+    def __init__(self, path: Path, *, history: int = DEFAULT_HISTORY, durable: bool = True) -> None:
         """``history`` is how many recent revisions of change events are kept for Watch.
 
         ``durable=False`` (followers) skips the fsync per commit: WAL keeps the file
@@ -445,6 +444,10 @@ class Registry:
         _validate_model_fields(name, cost, description, labels)
         if (results is None) == (error_rates is None):
             raise InvalidArgument("give exactly one of results or an explicit profile")
+        if results is not None and len(results) > MAX_RESULTS:
+            raise InvalidArgument(
+                f"{len(results)} results is over the limit of {MAX_RESULTS} per registration"
+            )
         with self._write() as db:
             active = self._active_clustering(db)
             if active is None:

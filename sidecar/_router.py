@@ -8,6 +8,7 @@ reference, taken once per request.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,9 +18,12 @@ import numpy as np
 from . import _kernels
 from ._cache import EmbeddingCache, prompt_key
 from ._errors import FailedPrecondition, InvalidArgument
+from ._metrics import Metrics, StageTimes
 from ._table import RoutingTable, TableHolder
 
 MAX_REQUEST_ID_BYTES = 128
+DEFAULT_MAX_PROMPT_BYTES = 256 * 1024  # far beyond 256 tokens; bounds tokenising work
+DEFAULT_MAX_BATCH_REQUESTS = 1024
 
 
 class EmbeddingLike(Protocol):
@@ -48,6 +52,20 @@ class BatcherLike(Protocol):
     def embed(self, text: str) -> EmbeddingLike: ...
 
 
+class EncodedLike(Protocol):
+    @property
+    def ids(self) -> np.ndarray: ...
+
+    @property
+    def mask(self) -> np.ndarray: ...
+
+    @property
+    def n_tokens(self) -> int: ...
+
+    @property
+    def truncated(self) -> bool: ...
+
+
 class EmbedderLike(Protocol):
     """What the router needs from an embedder; tests can pass any object with these."""
 
@@ -59,7 +77,18 @@ class EmbedderLike(Protocol):
 
     def embed(self, text: str) -> EmbeddingLike: ...
 
+    def encode(self, text: str) -> EncodedLike: ...
+
+    def run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray: ...
+
     def embed_batch(self, texts: Sequence[str]) -> BatchEmbeddingLike: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Embedded:
+    vector: np.ndarray
+    n_tokens: int
+    truncated: bool
 
 
 @dataclass(frozen=True)
@@ -111,39 +140,69 @@ class Router:
         default_cost_weight: float = 0.0,
         cache: EmbeddingCache[EmbeddingLike] | None = None,
         batcher: BatcherLike | None = None,
+        metrics: Metrics | None = None,
+        max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES,
+        max_batch_requests: int = DEFAULT_MAX_BATCH_REQUESTS,
     ) -> None:
         _check_cost_weight(default_cost_weight)
+        self.max_prompt_bytes = max_prompt_bytes
+        self.max_batch_requests = max_batch_requests
         self.tables = tables
         self.embedder = embedder
         self.default_cost_weight = float(default_cost_weight)
         self.cache = cache
         self.batcher = batcher
+        self.metrics = metrics
 
-    def _embed(self, prompt: str) -> EmbeddingLike:
-        """Cache, then the micro-batcher if on, then the embedder itself."""
-        embed = (self.batcher or self.embedder).embed
-        if self.cache is None:
-            return embed(prompt)
-        key = prompt_key(prompt)
-        embedded = self.cache.get(key)
-        if embedded is None:
-            embedded = embed(prompt)
+    def _embed(self, prompt: str, times: StageTimes) -> EmbeddingLike:
+        """Cache, then the micro-batcher if on, then the embedder itself (timed by stage)."""
+        key = b""
+        if self.cache is not None:
+            key = prompt_key(prompt)
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+        t0 = time.perf_counter()
+        embedded: EmbeddingLike
+        if self.batcher is not None:
+            embedded = self.batcher.embed(prompt)  # tokenises and waits for its batch
+        else:
+            encoded = self.embedder.encode(prompt)
+            t1 = time.perf_counter()
+            times.tokenise = t1 - t0
+            vector = self.embedder.run(encoded.ids, encoded.mask)[0]
+            embedded = _Embedded(vector, encoded.n_tokens, encoded.truncated)
+        times.embed = time.perf_counter() - t0 - times.tokenise
+        if self.cache is not None:
             self.cache.put(key, embedded)
         return embedded
 
     def route(self, query: Query) -> Decision:
+        started = time.perf_counter()
+        times = StageTimes()
         table = self._table()
         mask, cost_weight, vector = self._prepare(table, query)
         truncated, n_tokens = False, 0
         if vector is None:
-            embedded = self._embed(query.prompt)
+            embedded = self._embed(query.prompt, times)
             vector, truncated, n_tokens = embedded.vector, embedded.truncated, embedded.n_tokens
-        return _decide(table, vector, mask, cost_weight, truncated, n_tokens, query.request_id)
+        kernel_start = time.perf_counter()
+        decision = _decide(table, vector, mask, cost_weight, truncated, n_tokens, query.request_id)
+        if self.metrics is not None:
+            done = time.perf_counter()
+            times.kernel, times.total = done - kernel_start, done - started
+            self.metrics.observe_route(times, decision.model, decision.cluster)
+        return decision
 
     def route_batch(self, queries: Sequence[Query]) -> list[Decision]:
         """Validates every query, embeds all prompts as one batch, then decides each."""
         if not queries:
             raise InvalidArgument("RouteBatch needs at least one request")
+        if len(queries) > self.max_batch_requests:
+            raise InvalidArgument(
+                f"RouteBatch takes at most {self.max_batch_requests} requests, got {len(queries)}; "
+                "split the batch"
+            )
         table = self._table()
         prepared = []
         for i, query in enumerate(queries):
@@ -191,6 +250,13 @@ class Router:
         cost_weight = self.default_cost_weight if query.cost_weight is None else query.cost_weight
         _check_cost_weight(cost_weight)
         vector = None
+        if len(query.prompt) > self.max_prompt_bytes // 4:  # cheap bound before encoding
+            size = len(query.prompt.encode())
+            if size > self.max_prompt_bytes:
+                raise InvalidArgument(
+                    f"prompt is {size} bytes, over the limit of {self.max_prompt_bytes} bytes; "
+                    "only the first tokens are embedded anyway, so send a shorter prompt"
+                )
         if len(query.embedding):
             vector = _normalised_embedding(query.embedding, table.dim)
         elif not query.prompt.strip():

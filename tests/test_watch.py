@@ -251,6 +251,12 @@ class _OtherEmbedder:
     def embed(self, text):
         return self._real.embed(text)
 
+    def encode(self, text):
+        return self._real.encode(text)
+
+    def run(self, ids, mask):
+        return self._real.run(ids, mask)
+
     def embed_batch(self, texts, **kwargs):
         return self._real.embed_batch(texts, **kwargs)
 
