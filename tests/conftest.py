@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from _processes import sidecars as sidecars  # the real-process fixture, for every test file
 from uniroute.v1 import registry_pb2, registry_pb2_grpc, router_pb2_grpc
 
 from sidecar import Embedder, ServerConfig, Sidecar, default_embedder_dir, serve

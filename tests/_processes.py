@@ -1,0 +1,216 @@
+"""Real `sidecar serve` processes for tests: start, stop, kill, restart, never leak.
+
+Every sidecar is a `python -m sidecar._cli serve` subprocess on a free loopback
+port, logging to a file in tmp_path. Processes are stopped with SIGTERM or
+killed with SIGKILL exactly as an operator or the OOM killer would, and the
+`sidecars` fixture kills whatever is still running at teardown, so a failing
+test never leaks a process. Waits poll with deadlines, never sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from uniroute.v1 import registry_pb2, registry_pb2_grpc, router_pb2, router_pb2_grpc
+
+from sidecar._server import starter_artifact_dir
+
+SIDECAR = [sys.executable, "-m", "sidecar._cli"]
+PROGRESS_INTERVAL = "0.5"
+RPC_TIMEOUT = 10.0
+# Test clients reconnect quickly to a restarted server instead of backing off for seconds.
+CLIENT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
+PROMPTS = [
+    "Write a Python function that checks whether a string is a palindrome.",
+    "What is the best way to roast a whole chicken with garlic and thyme?",
+    "Summarise the causes of the French revolution in three sentences.",
+    "Solve for x: 3x + 7 = 22.",
+    "Translate 'good morning, how are you?' into German.",
+]
+
+T = TypeVar("T")
+
+
+def _starter_items() -> tuple[int, list[tuple[str, int]]]:
+    """K and the (item id, cluster) pairs of the shipped starter clustering."""
+    data = json.loads((starter_artifact_dir() / "clustering.json").read_text())
+    return int(data["k"]), [(str(i), int(c)) for i, c in data["validation"]["items"]]
+
+
+K, STARTER_ITEMS = _starter_items()
+CLUSTER_OF = dict(STARTER_ITEMS)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def eventually(fn: Callable[..., T], *args: Any, timeout: float = 20.0) -> T:
+    """Calls fn(*args) until it returns without an AssertionError or RpcError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn(*args)
+        except (AssertionError, grpc.RpcError) as exc:
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"not true within {timeout}s: {_describe(exc)}") from exc
+        time.sleep(0.1)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc) or repr(exc)
+
+
+@dataclass
+class Proc:
+    """One run of `sidecar serve`; a restart is a new Proc on the same address and db."""
+
+    name: str
+    address: str
+    db: Path
+    args: tuple[str, ...]
+    popen: subprocess.Popen[bytes]
+    log: Path
+    channel: grpc.Channel
+
+    @property
+    def router(self) -> Any:
+        return router_pb2_grpc.RouterStub(self.channel)
+
+    @property
+    def registry(self) -> Any:
+        return registry_pb2_grpc.RegistryStub(self.channel)
+
+    def status(self) -> Any:
+        return self.registry.GetStatus(registry_pb2.GetStatusRequest(), timeout=RPC_TIMEOUT)
+
+    def route(self, candidates: Sequence[str] = (), prompt: str = PROMPTS[0]) -> Any:
+        request = router_pb2.RouteRequest(prompt=prompt, candidate_models=list(candidates))
+        return self.router.Route(request, timeout=RPC_TIMEOUT)
+
+    def models(self) -> Any:
+        return self.registry.ListModels(
+            registry_pb2.ListModelsRequest(page_size=1000), timeout=RPC_TIMEOUT
+        )
+
+
+class Sidecars:
+    """Starts, stops, kills and restarts sidecar processes; close() leaves none running."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: list[Proc] = []
+
+    def leader(self, name: str, *, history: int | None = None) -> Proc:
+        args = ["--progress-interval", PROGRESS_INTERVAL]
+        if history is not None:
+            args += ["--history", str(history)]
+        return self._start(name, f"127.0.0.1:{free_port()}", self.root / f"{name}.db", args)
+
+    def follower(self, name: str, leader: Proc) -> Proc:
+        args = ["--follow", leader.address, "--progress-interval", PROGRESS_INTERVAL]
+        return self._start(name, f"127.0.0.1:{free_port()}", self.root / f"{name}.db", args)
+
+    def restart(self, proc: Proc) -> Proc:
+        """The same command on the same address and db; the old run must have ended."""
+        assert proc.popen.poll() is not None, f"{proc.name} is still running"
+        return self._start(proc.name, proc.address, proc.db, list(proc.args))
+
+    def _start(self, name: str, address: str, db: Path, args: list[str]) -> Proc:
+        run = sum(p.name == name for p in self.procs) + 1
+        log = self.root / f"{name}-run{run}.log"
+        command = [*SIDECAR, "serve", "--listen", address, "--db", str(db), *args]
+        with log.open("wb") as out:  # the child keeps its own descriptor
+            popen = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        proc = Proc(
+            name,
+            address,
+            db,
+            tuple(args),
+            popen,
+            log,
+            grpc.insecure_channel(address, CLIENT_OPTIONS),
+        )
+        self.procs.append(proc)
+        return proc
+
+    def wait_serving(self, *procs: Proc, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            health = health_pb2_grpc.HealthStub(proc.channel)
+            while True:
+                if proc.popen.poll() is not None:
+                    raise AssertionError(f"{proc.name} exited early:\n{proc.log.read_text()}")
+                with contextlib.suppress(grpc.RpcError):
+                    reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"{proc.name} not SERVING within {timeout}s:\n{proc.log.read_text()}"
+                    )
+                time.sleep(0.05)
+
+    def kill(self, proc: Proc) -> None:
+        """SIGKILL: no shutdown handler runs, nothing is flushed but what the OS holds."""
+        if proc.popen.poll() is None:
+            proc.popen.send_signal(signal.SIGKILL)
+        proc.popen.wait(timeout=30)
+
+    def stop(self, proc: Proc) -> None:
+        """SIGTERM, the clean shutdown; it must exit 0."""
+        proc.popen.terminate()
+        try:
+            code = proc.popen.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill(proc)
+            raise AssertionError(f"{proc.name} ignored SIGTERM:\n{proc.log.read_text()}") from None
+        assert code == 0, f"{proc.name} exited {code}:\n{proc.log.read_text()}"
+
+    def close(self) -> None:
+        """Kills everything first, then reaps each process; one failure never skips the rest."""
+        for proc in self.procs:
+            if proc.popen.poll() is None:
+                with contextlib.suppress(OSError):
+                    proc.popen.kill()
+        for proc in self.procs:
+            proc.channel.close()
+            proc.popen.wait(timeout=30)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"----- {p.log.name} -----\n{p.log.read_text(errors='replace')[-4000:]}"
+            for p in self.procs
+            if p.log.exists()
+        )
+
+
+@pytest.fixture
+def sidecars(tmp_path: Path) -> Iterator[Sidecars]:
+    group = Sidecars(tmp_path)
+    try:
+        yield group
+    finally:
+        group.close()
+        print(group.logs())  # pytest shows it only when the test failed
