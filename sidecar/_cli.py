@@ -139,6 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ._server import ServerConfig, serve
 
     db = args.db or Path("var/follower.db" if args.follow else "var/registry.db")
+    security = _serve_security(args)
     config = ServerConfig(
         listen=args.listen,
         db_path=db,
@@ -154,6 +155,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         follow=args.follow,
         history=args.history,
         progress_interval=args.progress_interval,
+        **security,
     )
     sidecar = serve(config)
     stop = threading.Event()
@@ -172,10 +174,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"models={table.size if table else 0}",
         flush=True,
     )
-    if not args.follow:
+    if config.write_tokens and not args.follow:
+        print(f"writes require a bearer token ({len(config.write_tokens)} configured)", flush=True)
+    elif not args.follow:
         print(
             "warning: writes (RegisterModel, DeregisterModel, ActivateClustering) are open to "
-            "anyone who can reach this port; keep it on loopback.",
+            "anyone who can reach this port; keep it on loopback, or require a bearer token: "
+            "put tokens (one a line, 16+ characters, e.g. from `openssl rand -hex 32`) in a file "
+            "and pass --write-tokens-file PATH, or set UNIROUTE_WRITE_TOKENS=TOKEN1,TOKEN2.",
+            file=sys.stderr,
+            flush=True,
+        )
+    if config.read_tokens:
+        print(
+            f"reads require a bearer token ({len(config.read_tokens)} read and "
+            f"{len(config.write_tokens)} write token(s) configured)",
+            flush=True,
+        )
+    tokens = config.write_tokens or config.read_tokens
+    if tokens and config.tls_cert is None and not _local_address(args.listen):
+        print(
+            f"warning: bearer tokens reach {args.listen} in clear text; add --tls-cert and "
+            "--tls-key, or listen on loopback or a unix:// socket.",
             file=sys.stderr,
             flush=True,
         )
@@ -184,10 +204,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stubs(server: str) -> tuple[grpc.Channel, Any, Any]:
+def _serve_security(args: argparse.Namespace) -> dict[str, Any]:
+    """ServerConfig's security fields from serve's flags and environment; tokens never from argv."""
+    from ._auth import LEADER_TOKEN_ENV, READ_TOKENS_ENV, WRITE_TOKENS_ENV, load_token, load_tokens
+
+    leader_token = None
+    if args.follow or args.leader_token_file is not None:
+        leader_token = load_token(args.leader_token_file, LEADER_TOKEN_ENV, "--leader-token-file")
+    write = load_tokens(args.write_tokens_file, WRITE_TOKENS_ENV, "--write-tokens-file")
+    read = load_tokens(args.read_tokens_file, READ_TOKENS_ENV, "--read-tokens-file")
+    return {
+        "write_tokens": write,
+        "read_tokens": read,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "tls_client_ca": args.tls_client_ca,
+        "leader_token": leader_token,
+        "leader_ca": args.leader_ca,
+        "leader_cert": args.leader_cert,
+        "leader_key": args.leader_key,
+    }
+
+
+def _local_address(listen: str) -> bool:
+    """True for unix sockets and loopback addresses, where plaintext never leaves the host."""
+    if listen.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = listen.rpartition(":")[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _stubs(args: argparse.Namespace) -> tuple[grpc.Channel, Any, Any]:
+    """A channel with TLS (--ca/--cert/--key) and a bearer token (--token-file, $UNIROUTE_TOKEN)."""
     from uniroute.v1 import registry_pb2_grpc, router_pb2_grpc
 
-    channel = grpc.insecure_channel(server)
+    from ._auth import CLIENT_TOKEN_ENV, BearerToken, load_token
+    from ._tls import channel_credentials
+
+    credentials = channel_credentials(args.ca, args.cert, args.key)
+    token = load_token(args.token_file, CLIENT_TOKEN_ENV, "--token-file")
+    channel = (
+        grpc.secure_channel(args.server, credentials)
+        if credentials is not None
+        else grpc.insecure_channel(args.server)
+    )
+    if token is not None:
+        channel = grpc.intercept_channel(channel, BearerToken(token))
     return channel, router_pb2_grpc.RouterStub(channel), registry_pb2_grpc.RegistryStub(channel)
 
 
@@ -210,7 +272,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         )
     else:
         request.profile.error_rates.extend(_floats(args.profile, "--profile"))
-    channel, _, registry = _stubs(args.server)
+    channel, _, registry = _stubs(args)
     with channel:
         model = registry.RegisterModel(request, timeout=args.timeout)
     if args.json:
@@ -227,7 +289,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 def cmd_deregister(args: argparse.Namespace) -> int:
     from uniroute.v1 import registry_pb2
 
-    channel, _, registry = _stubs(args.server)
+    channel, _, registry = _stubs(args)
     with channel:
         response = registry.DeregisterModel(
             registry_pb2.DeregisterModelRequest(name=args.name), timeout=args.timeout
@@ -243,7 +305,7 @@ def cmd_activate_clustering(args: argparse.Namespace) -> int:
     from ._wire import clustering_spec
 
     spec = clustering_spec(load_clustering(args.artifact))
-    channel, _, registry = _stubs(args.server)
+    channel, _, registry = _stubs(args)
     with channel:
         clustering = registry.ActivateClustering(
             registry_pb2.ActivateClusteringRequest(clustering=spec), timeout=args.timeout
@@ -261,7 +323,7 @@ def cmd_activate_clustering(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from uniroute.v1 import registry_pb2
 
-    channel, _, registry = _stubs(args.server)
+    channel, _, registry = _stubs(args)
     with channel:
         status = registry.GetStatus(registry_pb2.GetStatusRequest(), timeout=args.timeout)
     if args.json:
@@ -297,7 +359,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     )
     if args.cost_weight is not None:
         request.cost_weight = args.cost_weight
-    channel, router, _ = _stubs(args.server)
+    channel, router, _ = _stubs(args)
     with channel:
         response = router.Route(request, timeout=args.timeout)
     if args.json:
@@ -319,7 +381,7 @@ def cmd_route(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from uniroute.v1 import registry_pb2
 
-    channel, _, registry = _stubs(args.server)
+    channel, _, registry = _stubs(args)
     models = []
     with channel:
         if args.name:
@@ -410,6 +472,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--server", default=DEFAULT_SERVER, help="sidecar address HOST:PORT")
         p.add_argument("--timeout", type=float, default=30.0, help="RPC deadline in seconds")
         p.add_argument("--json", action="store_true", help="print the raw response as JSON")
+        p.add_argument(
+            "--token-file",
+            type=Path,
+            default=None,
+            help="file holding the bearer token to send (default: $UNIROUTE_TOKEN, if set)",
+        )
+        p.add_argument("--ca", type=Path, default=None, help="PEM CA bundle: use TLS, verify")
+        p.add_argument("--cert", type=Path, default=None, help="PEM client certificate (mTLS)")
+        p.add_argument("--key", type=Path, default=None, help="PEM key for --cert")
 
     p = sub.add_parser("export-embedder", help="export a sentence-transformers model to ONNX")
     p.add_argument("--out", type=Path, default=None, help="output dir (default var/embedder)")
@@ -432,7 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("serve", help="serve the Router and Registry gRPC API")
-    p.add_argument("--listen", default=DEFAULT_SERVER, help="address to bind HOST:PORT")
+    p.add_argument(
+        "--listen", default=DEFAULT_SERVER, help="address to bind: HOST:PORT or unix:///PATH"
+    )
     p.add_argument(
         "--db",
         type=Path,
@@ -457,6 +530,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per call")
     p.add_argument("--truncation", default=None, help=TRUNCATION_HELP + " (default: manifest)")
+    security = p.add_argument_group(
+        "security", "tokens come from files or the environment, never from a flag's value"
+    )
+    security.add_argument(
+        "--write-tokens-file",
+        type=Path,
+        default=None,
+        help="tokens (one a line) that unlock writes; also $UNIROUTE_WRITE_TOKENS (a,b)",
+    )
+    security.add_argument(
+        "--read-tokens-file",
+        type=Path,
+        default=None,
+        help="tokens that unlock Route and reads; also $UNIROUTE_READ_TOKENS (default: open)",
+    )
+    security.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain")
+    security.add_argument("--tls-key", type=Path, default=None, help="PEM private key")
+    security.add_argument(
+        "--tls-client-ca", type=Path, default=None, help="require client certs from this CA (mTLS)"
+    )
+    security.add_argument(
+        "--leader-token-file",
+        type=Path,
+        default=None,
+        help="token a follower sends to its leader; also $UNIROUTE_LEADER_TOKEN",
+    )
+    security.add_argument("--leader-ca", type=Path, default=None, help="CA to verify the leader")
+    security.add_argument("--leader-cert", type=Path, default=None, help="client cert (mTLS)")
+    security.add_argument("--leader-key", type=Path, default=None, help="key for --leader-cert")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("register", help="register a model from graded validation results")

@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -77,8 +77,12 @@ class Follower:
         backoff_max: float = 5.0,
         stale_after: float = 10.0,
         on_refused: Callable[[str | None], None] = lambda _reason: None,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.leader = leader
+        self._credentials = credentials  # TLS to the leader; None means plaintext
+        self._metadata = tuple(metadata)  # e.g. the bearer token for a read-locked leader
         self.registry = registry
         self.fingerprint = embedder_fingerprint
         self.backoff_initial = backoff_initial
@@ -106,7 +110,12 @@ class Follower:
     def _run(self) -> None:
         attempt = 0
         options = _channel_options(self.backoff_initial, self.backoff_max)
-        with grpc.insecure_channel(self.leader, options=options) as channel:
+        channel = (
+            grpc.secure_channel(self.leader, self._credentials, options=options)
+            if self._credentials is not None
+            else grpc.insecure_channel(self.leader, options=options)
+        )
+        with channel:
             stub = registry_pb2_grpc.RegistryStub(channel)
             while not self._stop.is_set():
                 if attempt:
@@ -133,7 +142,10 @@ class Follower:
         """Consumes one Watch stream; True if it delivered anything."""
         upstream = self.registry.upstream_store_id
         start = self.registry.revision + 1 if upstream else 0
-        call = stub.Watch(registry_pb2.WatchRequest(start_revision=start, store_id=upstream))
+        call = stub.Watch(
+            registry_pb2.WatchRequest(start_revision=start, store_id=upstream),
+            metadata=self._metadata or None,
+        )
         self._call = call
         if self._stop.is_set():
             call.cancel()

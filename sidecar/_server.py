@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from uniroute.v1 import registry_pb2, registry_pb2_grpc, router_pb2, router_pb2_grpc
 
+from ._auth import AuthInterceptor, AuthPolicy, bearer_metadata
 from ._batcher import MicroBatcher
 from ._cache import EmbeddingCache
 from ._clustering import Clustering, load_clustering
@@ -31,6 +32,7 @@ from ._follower import Follower
 from ._registry import DEFAULT_HISTORY, Registry
 from ._router import Decision, EmbedderLike, Query, Router
 from ._table import RoutingTable, TableHolder
+from ._tls import channel_credentials, server_credentials
 from ._watch import WatchHub
 from ._wire import clustering_from_spec, model_message, timestamp
 
@@ -281,6 +283,16 @@ class ServerConfig:
     progress_interval: float = 2.0  # seconds between Watch heartbeats on an idle stream
     watch_buffer: int = 1024  # revisions a watcher may lag before it is dropped
     max_watchers: int = 16
+    # Security (see sidecar/_auth.py and sidecar/_tls.py). Token values never appear in repr.
+    write_tokens: tuple[str, ...] = field(default=(), repr=False)  # empty: writes are open
+    read_tokens: tuple[str, ...] = field(default=(), repr=False)  # empty: reads are open
+    tls_cert: Path | None = None  # PEM chain for the listener; with tls_key turns TLS on
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # require client certificates signed by these (mTLS)
+    leader_token: str | None = field(default=None, repr=False)  # sent on Watch to the leader
+    leader_ca: Path | None = None  # verify the leader with these CAs (TLS to the leader)
+    leader_cert: Path | None = None  # client certificate for mTLS to the leader
+    leader_key: Path | None = None
 
 
 class Sidecar:
@@ -347,6 +359,17 @@ def serve(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
     """
     if config.follow and config.artifact_dir is not None:
         raise InvalidArgument("a follower takes its clustering from the leader; drop --artifact")
+    # Security settings are checked first: a bad token or PEM must stop start-up early.
+    auth = AuthPolicy(config.write_tokens, config.read_tokens)
+    listener_credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+    leader_credentials = channel_credentials(
+        config.leader_ca,
+        config.leader_cert,
+        config.leader_key,
+        flags=("--leader-ca", "--leader-cert", "--leader-key"),
+    )
+    if not config.follow and (leader_credentials is not None or config.leader_token):
+        raise InvalidArgument("--leader-ca/--leader-cert/--leader-key/leader token need --follow")
     if embedder is None:
         embedder = Embedder.from_dir(
             config.embedder_dir or default_embedder_dir(),
@@ -392,6 +415,8 @@ def serve(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
             registry,
             embedder.fingerprint,
             stale_after=max(5.0, 5 * config.progress_interval),
+            credentials=leader_credentials,
+            metadata=bearer_metadata(config.leader_token),
             on_refused=lambda reason: health_servicer.set(
                 REGISTRY_SERVICE,
                 health_pb2.HealthCheckResponse.NOT_SERVING
@@ -417,7 +442,10 @@ def serve(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
 
     registry.add_listener(on_commit)
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.max_workers))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.max_workers),
+        interceptors=[AuthInterceptor(auth)] if auth.enabled else None,
+    )
     router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(router), server)
     registry_servicer = RegistryServicer(
         registry,
@@ -432,7 +460,10 @@ def serve(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
     reflection.enable_server_reflection(services, server)
     _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
     try:
-        port = server.add_insecure_port(config.listen)
+        if listener_credentials is not None:
+            port = server.add_secure_port(config.listen, listener_credentials)
+        else:
+            port = server.add_insecure_port(config.listen)
     except RuntimeError as exc:
         registry.close()
         raise ArtifactError(f"cannot listen on {config.listen}: {exc}") from exc

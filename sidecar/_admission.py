@@ -1,0 +1,100 @@
+"""Admission of every call: decode it clearly, refuse dead work, and count what is in flight.
+
+gRPC Python reports a request that fails to parse (garbage bytes, or a string
+field that is not valid UTF-8) as INTERNAL "Exception deserializing request".
+This interceptor receives the raw bytes instead and parses them itself, so the
+caller learns what is wrong with its input. It refuses work whose deadline has
+already passed, before any of it is done, and it counts accepted and finished
+calls so a graceful shutdown can show that no accepted call was dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+class AdmissionInterceptor(grpc.ServerInterceptor):
+    """Wraps every unary-request handler: parsing, deadline check, in-flight accounting."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.accepted = 0
+        self.finished = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self.accepted - self.finished
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.accepted += 1
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.finished += 1
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_streaming or handler.request_deserializer is None:
+            return handler
+        parse = handler.request_deserializer
+        method = handler_call_details.method
+
+        def decoded(raw: bytes, context: grpc.ServicerContext) -> Any:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before work began"
+                )
+            try:
+                request = parse(raw)
+            except (DecodeError, UnicodeDecodeError, ValueError) as exc:
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"{method}: the request is not a valid message ({exc}); string fields "
+                    "must be valid UTF-8",
+                )
+            return request
+
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            def unary_call(raw: bytes, context: grpc.ServicerContext) -> Any:
+                self._enter()
+                try:
+                    return unary(decoded(raw, context), context)
+                finally:
+                    self._leave()
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_call,
+                request_deserializer=_identity,
+                response_serializer=handler.response_serializer,
+            )
+        stream = handler.unary_stream
+
+        def stream_call(raw: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
+            self._enter()
+            try:
+                yield from stream(decoded(raw, context), context)
+            finally:
+                self._leave()
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream_call,
+            request_deserializer=_identity,
+            response_serializer=handler.response_serializer,
+        )
