@@ -155,6 +155,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         follow=args.follow,
         history=args.history,
         progress_interval=args.progress_interval,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        max_prompt_bytes=args.max_prompt_bytes,
+        metrics_listen=args.metrics_listen,
+        log_prompts=args.log_prompts,
         **security,
     )
     sidecar = serve(config)
@@ -200,7 +204,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     stop.wait()
-    sidecar.stop(grace=5.0)
+    sidecar.stop(grace=args.grace)
     return 0
 
 
@@ -523,6 +527,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-max-wait-ms", type=float, default=0.0, help="max wait for a batch to fill"
     )
     p.add_argument("--history", type=int, default=10_000, help="revisions kept for Watch")
+    p.add_argument(
+        "--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM"
+    )
+    p.add_argument(
+        "--metrics-listen", metavar="HOST:PORT", default=None, help="serve Prometheus /metrics"
+    )
+    p.add_argument(
+        "--max-concurrent-rpcs", type=int, default=256, help="beyond: RESOURCE_EXHAUSTED"
+    )
+    p.add_argument(
+        "--max-prompt-bytes", type=int, default=256 * 1024, help="longer prompts are refused"
+    )
+    p.add_argument(
+        "--log-prompts", action="store_true", help="debug: include prompts in -v route logs"
+    )
     p.add_argument("--progress-interval", type=float, default=2.0, help="Watch heartbeat seconds")
     p.add_argument("--artifact", type=Path, default=None, help="clustering dir to activate")
     p.add_argument("--embedder", type=Path, default=None, help="embedder dir")

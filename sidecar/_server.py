@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from uniroute.v1 import registry_pb2, registry_pb2_grpc, router_pb2, router_pb2_grpc
 
+from ._admission import AdmissionInterceptor
 from ._auth import AuthInterceptor, AuthPolicy, bearer_metadata
 from ._batcher import MicroBatcher
 from ._cache import EmbeddingCache
@@ -29,8 +30,16 @@ from ._clustering import Clustering, load_clustering
 from ._embedder import Embedder, default_embedder_dir
 from ._errors import ArtifactError, FailedPrecondition, InvalidArgument, SidecarError
 from ._follower import Follower
+from ._metrics import Metrics
 from ._registry import DEFAULT_HISTORY, Registry
-from ._router import Decision, EmbedderLike, Query, Router
+from ._router import (
+    DEFAULT_MAX_BATCH_REQUESTS,
+    DEFAULT_MAX_PROMPT_BYTES,
+    Decision,
+    EmbedderLike,
+    Query,
+    Router,
+)
 from ._table import RoutingTable, TableHolder
 from ._tls import channel_credentials, server_credentials
 from ._watch import WatchHub
@@ -53,28 +62,60 @@ def starter_artifact_dir() -> Path:
 def _status_from_errors(method: Handler) -> Handler:
     """Maps SidecarError to its status; anything else is INTERNAL without a stack trace."""
 
+    name = method.__name__
+
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
         except SidecarError as exc:
+            _count_error(self, name, exc.code.name)
+            log.info(
+                "%s failed request_id=%s code=%s: %s",
+                name,
+                getattr(request, "request_id", "") or "-",
+                exc.code.name,
+                exc,
+            )
             context.abort(exc.code, str(exc))
         except Exception:
-            log.exception("unexpected error in %s", method.__name__)
+            _count_error(self, name, "INTERNAL")
+            log.exception("unexpected error in %s", name)
             context.abort(grpc.StatusCode.INTERNAL, "internal error; see the sidecar's log")
 
     return wrapper  # type: ignore[return-value]
 
 
+def _count_error(servicer: Any, method: str, code: str) -> None:
+    metrics: Metrics = servicer.metrics
+    metrics.observe_error(method, code)
+    if method == "RegisterModel":
+        metrics.registrations.labels(code=code).inc()
+
+
 class RouterServicer(router_pb2_grpc.RouterServicer):
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, metrics: Metrics, *, log_prompts: bool = False) -> None:
         self.router = router
+        self.metrics = metrics
+        self.log_prompts = log_prompts
 
     @_status_from_errors
     def Route(
         self, request: router_pb2.RouteRequest, context: grpc.ServicerContext
     ) -> router_pb2.RouteResponse:
-        return _route_response(self.router.route(_query(request)))
+        decision = self.router.route(_query(request))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "route request_id=%s model=%s cluster=%d revision=%d tokens=%d truncated=%s%s",
+                request.request_id or "-",
+                decision.model,
+                decision.cluster,
+                decision.table.revision,
+                decision.prompt_tokens,
+                decision.truncated,
+                f" prompt={request.prompt!r}" if self.log_prompts else "",
+            )
+        return _route_response(decision)
 
     @_status_from_errors
     def RouteBatch(
@@ -95,7 +136,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         embedder_fingerprint: str,
         hub: WatchHub | None = None,
         follower: Follower | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.registry = registry
         self.tables = tables
         self.embedder_fingerprint = embedder_fingerprint
@@ -131,6 +174,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             description=request.description,
             labels=dict(request.labels),
             allow_update=request.allow_update,
+        )
+        self.metrics.registrations.labels(code="OK").inc()
+        log.info(
+            "registered model=%s revision=%d items=%d",
+            record.name,
+            record.revision,
+            record.result_count,
         )
         return model_message(record)
 
@@ -283,6 +333,13 @@ class ServerConfig:
     progress_interval: float = 2.0  # seconds between Watch heartbeats on an idle stream
     watch_buffer: int = 1024  # revisions a watcher may lag before it is dropped
     max_watchers: int = 16
+    # Limits and operations.
+    max_concurrent_rpcs: int = 256  # beyond this, calls get RESOURCE_EXHAUSTED at once
+    max_receive_message_bytes: int = 16 * 1024 * 1024  # a large RegisterModel fits
+    max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES
+    max_batch_requests: int = DEFAULT_MAX_BATCH_REQUESTS
+    metrics_listen: str | None = None  # HOST:PORT for Prometheus /metrics; None = off
+    log_prompts: bool = False  # prompts are never logged unless this debug switch is on
     # Security (see sidecar/_auth.py and sidecar/_tls.py). Token values never appear in repr.
     write_tokens: tuple[str, ...] = field(default=(), repr=False)  # empty: writes are open
     read_tokens: tuple[str, ...] = field(default=(), repr=False)  # empty: reads are open
@@ -307,7 +364,12 @@ class Sidecar:
         health_servicer: health.HealthServicer,
         hub: WatchHub | None,
         follower: Follower | None,
+        admission: AdmissionInterceptor,
+        metrics: Metrics,
     ) -> None:
+        self.admission = admission
+        self.metrics = metrics
+        self.metrics_port = 0  # the /metrics HTTP port, when metrics_listen is set
         self.server = server
         self.port = port
         self.registry = registry
@@ -335,6 +397,15 @@ class Sidecar:
         if isinstance(self.router.batcher, MicroBatcher):
             self.router.batcher.close()
         self.registry.close()
+        self.metrics.close()
+        a = self.admission
+        log.info(
+            "stopped: %d call(s) accepted, %d finished, %d cut off by the %.1fs grace period",
+            a.accepted,
+            a.finished,
+            a.in_flight,
+            grace or 0.0,
+        )
 
     def wait(self) -> None:
         self.server.wait_for_termination()
@@ -395,13 +466,19 @@ def serve(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
                 max_wait=config.batch_max_wait_ms / 1000.0,
                 workers=config.batch_workers,
             )
+        metrics = Metrics()
         router = Router(
             tables,
             embedder,
             default_cost_weight=config.cost_weight,
             cache=EmbeddingCache(config.embedding_cache) if config.embedding_cache > 0 else None,
             batcher=batcher,
+            metrics=metrics,
+            max_prompt_bytes=config.max_prompt_bytes,
+            max_batch_requests=config.max_batch_requests,
         )
+        if tables.current is not None:
+            metrics.observe_table(tables.current.revision, tables.current.size)
     except BaseException:
         registry.close()
         raise
@@ -435,6 +512,8 @@ def serve(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
 
     def on_commit(revision: int) -> None:
         table = _republish(registry, tables)
+        if table is not None:
+            metrics.observe_table(table.revision, table.size)
         if table is not None and ready.is_set():
             _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
         if hub is not None:
@@ -442,17 +521,27 @@ def serve(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
 
     registry.add_listener(on_commit)
 
+    admission = AdmissionInterceptor()
+    interceptors: list[grpc.ServerInterceptor] = [AuthInterceptor(auth)] if auth.enabled else []
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers),
-        interceptors=[AuthInterceptor(auth)] if auth.enabled else None,
+        interceptors=[*interceptors, admission],
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        options=[
+            ("grpc.max_receive_message_length", config.max_receive_message_bytes),
+            ("grpc.max_send_message_length", 256 * 1024 * 1024),
+        ],
     )
-    router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(router), server)
+    router_pb2_grpc.add_RouterServicer_to_server(
+        RouterServicer(router, metrics, log_prompts=config.log_prompts), server
+    )
     registry_servicer = RegistryServicer(
         registry,
         tables=tables,
         embedder_fingerprint=embedder.fingerprint,
         hub=hub,
         follower=follower,
+        metrics=metrics,
     )
     registry_pb2_grpc.add_RegistryServicer_to_server(registry_servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -468,7 +557,21 @@ def serve(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
         registry.close()
         raise ArtifactError(f"cannot listen on {config.listen}: {exc}") from exc
     server.start()
-    sidecar = Sidecar(server, port, registry, router, health_servicer, hub, follower)
+    sidecar = Sidecar(
+        server, port, registry, router, health_servicer, hub, follower, admission, metrics
+    )
+    _register_gauges(metrics, router, follower, admission)
+    if config.metrics_listen:
+        try:
+            sidecar.metrics_port = metrics.serve_http(config.metrics_listen)
+        except OSError as exc:
+            sidecar.stop(0)
+            raise ArtifactError(f"cannot serve metrics on {config.metrics_listen}: {exc}") from exc
+        log.info(
+            "metrics on http://%s:%d/metrics",
+            config.metrics_listen.rpartition(":")[0],
+            metrics_port,
+        )
     try:
         router.warm_up()
     except BaseException:
@@ -490,6 +593,43 @@ def serve(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
         table.size if table else 0,
     )
     return sidecar
+
+
+def _register_gauges(
+    metrics: Metrics,
+    router: Router,
+    follower: Follower | None,
+    admission: AdmissionInterceptor,
+) -> None:
+    """Scrape-time gauges: read from the live objects, never copied on the request path."""
+    metrics.gauge_from(
+        "uniroute_calls_in_flight",
+        "RPCs accepted and not yet finished.",
+        lambda: admission.in_flight,
+    )
+    cache = router.cache
+    if cache is not None:
+        metrics.gauge_from(
+            "uniroute_embedding_cache_hits", "Cache hits since start.", lambda: cache.hits
+        )
+        metrics.gauge_from(
+            "uniroute_embedding_cache_misses", "Cache misses since start.", lambda: cache.misses
+        )
+    if follower is not None:
+        status = follower.status
+        metrics.gauge_from(
+            "uniroute_follower_seconds_since_leader_contact",
+            "Seconds since the last message from the leader (-1: never).",
+            status.seconds_since_contact,
+        )
+        metrics.gauge_from(
+            "uniroute_follower_reconnects", "Watch stream reconnects.", lambda: status.reconnects
+        )
+        metrics.gauge_from(
+            "uniroute_follower_connected",
+            "1 while a Watch stream is open.",
+            lambda: float(status.connected),
+        )
 
 
 def _set_health(servicer: health.HealthServicer, status: int) -> None:
