@@ -570,7 +570,7 @@ def serve(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
         log.info(
             "metrics on http://%s:%d/metrics",
             config.metrics_listen.rpartition(":")[0],
-            metrics_port,
+            sidecar.metrics_port,
         )
     try:
         router.warm_up()
