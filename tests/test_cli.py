@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ import pytest
 from conftest import CODE_PROMPT, COOK_PROMPT, free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from sidecar import Registry
 from sidecar._clustering import load_clustering
 
 SIDECAR = [sys.executable, "-m", "sidecar._cli"]
@@ -246,3 +249,38 @@ def test_sigterm_stops_the_server_cleanly(fitted, tmp_path):
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     assert os.path.getsize(tmp_path / "t.db") > 0
+
+
+def _serve_fails(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [*SIDECAR, "serve", "--listen", f"127.0.0.1:{free_port()}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def test_serve_refuses_a_corrupt_or_missing_onnx_model(tmp_path, embedder):
+    broken = tmp_path / "embedder"
+    shutil.copytree(embedder.path, broken)
+    data = bytearray((broken / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (broken / "model.onnx").write_bytes(bytes(data))
+    result = _serve_fails(tmp_path, "--db", str(tmp_path / "a.db"), "--embedder", str(broken))
+    assert "model.onnx" in result.stderr and "corrupt" in result.stderr
+    (broken / "model.onnx").unlink()
+    result = _serve_fails(tmp_path, "--db", str(tmp_path / "a.db"), "--embedder", str(broken))
+    assert "model.onnx" in result.stderr and "missing" in result.stderr
+
+
+def test_serve_refuses_a_database_from_a_newer_schema(tmp_path):
+    db = tmp_path / "newer.db"
+    Registry(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    result = _serve_fails(tmp_path, "--db", str(db))
+    assert "schema version 99" in result.stderr and "upgrade the sidecar" in result.stderr
