@@ -59,5 +59,17 @@ starter: $(STAMP) $(EMBEDDER)
 	$(BIN)/sidecar fit --train sidecar/data/starter/train.jsonl \
 		--val sidecar/data/starter/val.jsonl -k 12 --seed 0 --out sidecar/data/starter
 
+# Every benchmark in sequence, each in its own process so one crash does not
+# stop the rest; results land in bench/RESULTS.md and bench/out/. Goals are
+# reported PASS/FAIL, never enforced: this exits non-zero only if a bench
+# crashed. Run it on a quiet machine: the goals are latencies.
+bench: $(STAMP) $(EMBEDDER)
+	$(BIN)/python -m bench.run_all
+
+# The same suite with fewer rounds and runs: a smoke test (< 2 minutes), too
+# noisy to judge the goals by.
+bench-quick: $(STAMP) $(EMBEDDER)
+	$(BIN)/python -m bench.run_all --quick
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
