@@ -1,0 +1,927 @@
+"""Routing quality on real RouterBench data: deferral-curve Area and QNC, and the truncation choice.
+
+Everything routes through the product: prompts are embedded by
+``sidecar.Embedder`` (one truncation strategy at a time), K-means is fitted by
+``sidecar._clustering.fit_clustering`` (what ``sidecar fit`` runs), and every
+decision comes from an in-process ``sidecar.serve`` over gRPC: the 11 LLMs are
+registered with ``RegisterModel`` from their graded answers on S_val (cost =
+mean train cost), and the test prompts go through ``RouteBatch`` with their
+cached embeddings. Each response carries every model's Ψ[cluster], so the whole
+λ sweep comes from one call per prompt; a few λ are also routed by the server
+itself to confirm it picks the model the sweep computed.
+
+Protocol (DESIGN.md section 1, issue 4 item 7):
+
+- K-means on all 2,205 train prompts; S_val = a random subset of train of size
+  N_val ∈ {100, 300, all}, 5 seeds (the seed draws S_val and seeds K-means).
+- K from {5, 10, 25, 50}, per truncation, by Area on a held-out 30% of train
+  (K-means and S_val on the other 70%), mean over 3 seeds. The truncation
+  strategy is chosen the same way (best held-out Area at its K), never on test;
+  test Areas of every strategy are reported, with paired differences.
+- Baselines on the same S_val: ZeroRouter (a K = 1 clustering through the same
+  server), K-NN (k ∈ {5, 10, 25, 50}, cosine), the λ-swept Oracle, every
+  single model, and the hull of the single models' test points.
+- Curves, Area and QNC: see ``bench/deferral.py``.
+
+Embeddings are cached under bench/out/cache/, keyed by the embedder's
+fingerprint (which covers the truncation) and the data file's sha256. A cold
+cache costs 2-4 minutes of embedding per strategy on 2 busy cores (3,150 long
+prompts, one at a time); warm, the full run takes about 4-5 minutes and
+``--quick`` about 15 s.
+
+    python -m bench.quality [--data DIR] [--quick] [--truncation head tail head_tail]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+from uniroute.v1 import registry_pb2, registry_pb2_grpc, router_pb2, router_pb2_grpc
+
+from bench import deferral
+from bench._common import BENCH_DIR, OUT_DIR, record, verdict
+from bench.routerbench import data_dir, read_rows
+from sidecar import Embedder, ServerConfig, default_embedder_dir, serve
+from sidecar._clustering import Clustering, fit_clustering, save_clustering
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+TRUNCATIONS = ("head", "tail", "head_tail")
+N_VALS = (100, 300, 0)  # 0 means every train prompt
+SEEDS = 5
+K_GRID = (5, 10, 25, 50)
+GRID_SEEDS = 3
+HOLDOUT = 0.3
+HOLDOUT_SEED = 20250211
+KNN_KS = (5, 10, 25, 50)
+CHECK_LAMBDAS = (0.0, 0.1, 0.5)  # routed by the server itself and compared with the sweep
+TEXT_CHECK = 24  # test prompts routed by text, to show the cache matches the server's embedder
+QUICK_N_VAL = 300
+QUICK_SEEDS = 2
+QUICK_K = 5
+BATCH = 200  # requests per RouteBatch call (keeps messages far below gRPC's 4 MB)
+CACHE_DIR = OUT_DIR / "cache"
+PLOT = BENCH_DIR / "deferral_curves.png"
+GOAL_GAIN_300 = 0.02
+GOAL_GAIN_ALL = 0.03
+
+
+@dataclass(frozen=True)
+class Split:
+    """One RouterBench file as arrays; model columns in ``models`` order."""
+
+    path: Path
+    ids: tuple[str, ...]
+    tasks: tuple[str, ...]
+    prompts: tuple[str, ...]
+    correct: FloatArray  # (N, M) 0/1
+    cost: FloatArray  # (N, M) USD
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def load_split(path: Path, models: Sequence[str]) -> Split:
+    rows = read_rows(path)
+    return Split(
+        path=path,
+        ids=tuple(str(r["id"]) for r in rows),
+        tasks=tuple(str(r["task"]) for r in rows),
+        prompts=tuple(str(r["prompt"]) for r in rows),
+        correct=np.asarray([[float(r["correct"][m]) for m in models] for r in rows]),
+        cost=np.asarray([[float(r["cost_usd"][m]) for m in models] for r in rows]),
+    )
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def embed_cached(embedder: Embedder, split: Split) -> npt.NDArray[np.float32]:
+    """The split's prompt embeddings, from bench/out/cache/ when this exact pair was seen."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    path = CACHE_DIR / f"{embedder.fingerprint}-{sha256_file(split.path)}.npy"
+    if path.exists():
+        vectors = np.load(path, allow_pickle=False)
+        if vectors.shape == (len(split), embedder.dim):
+            return np.ascontiguousarray(vectors, dtype=np.float32)
+    started = time.monotonic()
+    step = max(1, len(split) // 10)
+
+    def progress(done: int) -> None:
+        if done % step < 32 or done == len(split):
+            log(f"  embedded {done}/{len(split)} ({time.monotonic() - started:.0f} s)")
+
+    log(f"embedding {split.path.name} with truncation={embedder.truncation} (cache miss)")
+    vectors = embedder.embed_batch(list(split.prompts), progress=progress).vectors
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, vectors)
+    os.replace(tmp, path)
+    return vectors
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the sidecar answered for the test prompts."""
+
+    expected_error: FloatArray  # (N, M): Ψ(m)[cluster of prompt], registration order
+    model_cost: FloatArray  # (M,): registered cost, as the server reports it
+    clusters: IntArray  # (N,)
+    checks: dict[str, dict[str, Any]]  # per check λ: agreement with the sweep
+    text_clusters_agree: float | None  # fraction of text-routed prompts in the same cluster
+
+
+def _route_all(
+    router: router_pb2_grpc.RouterStub,
+    vectors: npt.NDArray[np.float32],
+    cost_weight: float | None = None,
+) -> list[router_pb2.RouteResponse]:
+    responses: list[router_pb2.RouteResponse] = []
+    for start in range(0, vectors.shape[0], BATCH):
+        requests = [
+            router_pb2.RouteRequest(embedding=v.tolist(), cost_weight=cost_weight)
+            for v in vectors[start : start + BATCH]
+        ]
+        reply = router.RouteBatch(router_pb2.RouteBatchRequest(requests=requests))
+        responses.extend(reply.responses)
+    return responses
+
+
+def serve_and_route(
+    workdir: Path,
+    clustering: Clustering,
+    embedder: Embedder,
+    models: Sequence[str],
+    model_cost: FloatArray,
+    val_correct: FloatArray,
+    test_vectors: npt.NDArray[np.float32],
+    *,
+    check_lambdas: Sequence[float] = (),
+    text_prompts: Sequence[str] = (),
+) -> Served:
+    """Serves ``clustering``, registers the models from their S_val results, routes the test set.
+
+    ``val_correct`` rows follow ``clustering.item_ids``.
+    """
+    artifact = workdir / "clustering"
+    save_clustering(clustering, artifact)
+    sidecar = serve(
+        ServerConfig(
+            listen="127.0.0.1:0",
+            db_path=workdir / "registry.db",
+            artifact_dir=artifact,
+            truncation=embedder.truncation,
+            max_workers=4,
+        ),
+        embedder=embedder,
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{sidecar.port}") as channel:
+            registry = registry_pb2_grpc.RegistryStub(channel)
+            for j, name in enumerate(models):
+                results = [
+                    registry_pb2.ValidationResult(item_id=item, score=float(score))
+                    for item, score in zip(clustering.item_ids, val_correct[:, j], strict=True)
+                ]
+                registry.RegisterModel(
+                    registry_pb2.RegisterModelRequest(
+                        name=name,
+                        cost=float(model_cost[j]),
+                        results=registry_pb2.ValidationResults(results=results),
+                    )
+                )
+            router = router_pb2_grpc.RouterStub(channel)
+            responses = _route_all(router, test_vectors)
+            names = [s.model for s in responses[0].scores]
+            if names != list(models):
+                raise RuntimeError(f"unexpected model order in scores: {names}")
+            if len({r.revision for r in responses}) != 1:
+                raise RuntimeError("test prompts were routed from different table revisions")
+            err = np.asarray([[s.expected_error for s in r.scores] for r in responses])
+            cost = np.asarray([s.cost for s in responses[0].scores])
+            clusters = np.asarray([r.cluster for r in responses], dtype=np.int64)
+            checks = {}
+            for lam in check_lambdas:
+                served = _route_all(router, test_vectors, cost_weight=lam)
+                picked = np.asarray([models.index(r.model) for r in served])
+                swept = deferral.route_sweep(err, cost, [lam])[0]
+                checks[f"{lam:g}"] = {
+                    "n": len(served),
+                    "agree": int(np.sum(picked == swept)),
+                    "fraction": float(np.mean(picked == swept)),
+                }
+            text_agree = None
+            if text_prompts:
+                reply = router.RouteBatch(
+                    router_pb2.RouteBatchRequest(
+                        requests=[router_pb2.RouteRequest(prompt=p) for p in text_prompts]
+                    )
+                )
+                by_text = np.asarray([r.cluster for r in reply.responses])
+                text_agree = float(np.mean(by_text == clusters[: len(text_prompts)]))
+    finally:
+        sidecar.stop(0)
+    return Served(err, cost, clusters, checks, text_agree)
+
+
+def val_subset(n_train: int, n_val: int, seed: int) -> IntArray:
+    """Sorted indices of S_val: all of train for n_val = 0 (or >= n_train)."""
+    if n_val <= 0 or n_val >= n_train:
+        return np.arange(n_train, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_train, size=n_val, replace=False)).astype(np.int64)
+
+
+def nval_label(n_val: int, n_train: int) -> str:
+    return f"all ({n_train})" if n_val <= 0 or n_val >= n_train else str(n_val)
+
+
+def summarise(values: Sequence[float]) -> dict[str, Any]:
+    """Mean and sample std (None when a value is infinite), the values, and how many are inf."""
+    a = np.asarray(values, dtype=np.float64)
+    all_finite = bool(np.all(np.isfinite(a)))
+    return {
+        "values": [float(v) if math.isfinite(v) else None for v in a],
+        "mean": float(a.mean()) if all_finite else None,
+        "std": (float(a.std(ddof=1)) if a.size > 1 else 0.0) if all_finite else None,
+        "n_inf": int(np.sum(~np.isfinite(a))),
+    }
+
+
+class Evaluator:
+    """One truncation strategy's embeddings, splits and server runs."""
+
+    def __init__(
+        self,
+        truncation: str,
+        models: Sequence[str],
+        train: Split,
+        test: Split,
+        workdir: Path,
+    ) -> None:
+        self.models = list(models)
+        self.train = train
+        self.test = test
+        self.workdir = workdir
+        self.embedder = Embedder.from_dir(default_embedder_dir(), threads=2, truncation=truncation)
+        self.truncation = self.embedder.truncation
+        self.train_vectors = embed_cached(self.embedder, train)
+        self.test_vectors = embed_cached(self.embedder, test)
+        self.train_cost = train.cost.mean(axis=0)  # what each model registers with
+        self.runs = 0
+
+    def distinct_test_vectors(self) -> dict[str, list[int]]:
+        """Per task: [distinct embeddings, prompts]. Truncation can make prompts embed alike."""
+        tasks = np.asarray(self.test.tasks)
+        return {
+            str(t): [len(np.unique(self.test_vectors[tasks == t], axis=0)), int(np.sum(tasks == t))]
+            for t in sorted(set(self.test.tasks))
+        }
+
+    def fit(self, fit_idx: IntArray, val_idx: IntArray, k: int, seed: int) -> Clustering:
+        return fit_clustering(
+            self.train_vectors[fit_idx],
+            [self.train.ids[i] for i in val_idx],
+            self.train_vectors[val_idx],
+            k=k,
+            embedder_fingerprint=self.embedder.fingerprint,
+            seed=seed,
+            info={"bench": "quality", "truncation": self.truncation},
+        )
+
+    def route(
+        self,
+        clustering: Clustering,
+        val_idx: IntArray,
+        query_vectors: npt.NDArray[np.float32],
+        **kwargs: Any,
+    ) -> Served:
+        self.runs += 1
+        run_dir = self.workdir / f"run{self.runs:04d}"
+        run_dir.mkdir()
+        return serve_and_route(
+            run_dir,
+            clustering,
+            self.embedder,
+            self.models,
+            self.train_cost,
+            self.train.correct[val_idx],
+            query_vectors,
+            **kwargs,
+        )
+
+    def choose_k(self, k_grid: Sequence[int], seeds: int) -> dict[str, Any]:
+        """Area on a held-out 30% of train for each K, with S_val = all (or 300) of the rest."""
+        n = len(self.train)
+        perm = np.random.default_rng(HOLDOUT_SEED).permutation(n)
+        n_hold = round(HOLDOUT * n)
+        hold, rest = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
+        correct, cost = self.train.correct[hold], self.train.cost[hold]
+        norm_cost = float(cost.mean(axis=0).max())
+        grid: dict[str, dict[str, Any]] = {}
+        for label, n_val in (("all", 0), ("300", 300)):
+            rows: dict[str, Any] = {}
+            for k in (1, *k_grid):
+                areas = []
+                for seed in range(seeds):
+                    val_idx = rest[val_subset(rest.size, n_val, seed)]
+                    clustering = self.fit(rest, val_idx, k, seed)
+                    served = self.route(clustering, val_idx, self.train_vectors[hold])
+                    chosen = deferral.route_sweep(
+                        served.expected_error, served.model_cost, deferral.LAMBDAS
+                    )
+                    points = deferral.deferral_points(chosen, correct, cost, norm_cost)
+                    areas.append(deferral.hull_area(points))
+                rows[str(k)] = summarise(areas)
+            grid[label] = rows
+        best = max(k_grid, key=lambda k: grid["all"][str(k)]["mean"])
+        return {
+            "holdout": int(hold.size),
+            "fit_and_val": int(rest.size),
+            "seeds": seeds,
+            "grid": grid,
+            "chosen_k": int(best),
+        }
+
+    def evaluate(
+        self, k: int, n_vals: Sequence[int], seeds: int, keep_points_for: int | None = 0
+    ) -> dict[str, Any]:
+        """The protocol on test.jsonl for every N_val and seed."""
+        test, train = self.test, self.train
+        norm_cost = float(test.cost.mean(axis=0).max())
+        singles = deferral.single_model_points(test.correct, test.cost, norm_cost)
+        best_model = int(np.argmax(singles[:, 1]))
+        target = float(singles[best_model, 1])
+        oracle_points = deferral.deferral_points(
+            deferral.route_sweep(1.0 - test.correct, test.cost, deferral.LAMBDAS),
+            test.correct,
+            test.cost,
+            norm_cost,
+        )
+        all_idx = np.arange(len(train), dtype=np.int64)
+        out: dict[str, Any] = {
+            "k": k,
+            "norm_cost_usd": norm_cost,
+            "target_quality": target,
+            "best_model": self.models[best_model],
+            "single_models": {
+                m: {"cost": float(singles[j, 0]), "quality": float(singles[j, 1])}
+                for j, m in enumerate(self.models)
+            },
+            "oracle": {
+                "area": deferral.hull_area(oracle_points),
+                "qnc": deferral.qnc(oracle_points, target),
+                "lambda0": oracle_points[0].tolist(),
+            },
+            "single_hull": {
+                "area": deferral.hull_area(singles),
+                "qnc": deferral.qnc(singles, target),
+            },
+            "by_n_val": {},
+        }
+        curves: dict[str, Any] = {}
+        for n_val in n_vals:
+            label = nval_label(n_val, len(train))
+            area: dict[str, list[float]] = {}
+            qncs: dict[str, list[float]] = {}
+            checks: list[dict[str, Any]] = []
+            for seed in range(seeds):
+                val_idx = val_subset(len(train), n_val, seed)
+                val_error = 1.0 - train.correct[val_idx]
+                first = seed == 0 and n_val == n_vals[-1]
+                points: dict[str, FloatArray] = {}
+                for name, kk in ((f"UniRoute K={k}", k), ("ZeroRouter", 1)):
+                    served = self.route(
+                        self.fit(all_idx, val_idx, kk, seed),
+                        val_idx,
+                        self.test_vectors,
+                        check_lambdas=CHECK_LAMBDAS if first else (),
+                        text_prompts=test.prompts[:TEXT_CHECK] if first and kk > 1 else (),
+                    )
+                    if first:
+                        checks.append(
+                            {
+                                "router": name,
+                                "lambdas": served.checks,
+                                "text_cluster_agreement": served.text_clusters_agree,
+                            }
+                        )
+                    chosen = deferral.route_sweep(
+                        served.expected_error, served.model_cost, deferral.LAMBDAS
+                    )
+                    points[name] = deferral.deferral_points(
+                        chosen, test.correct, test.cost, norm_cost
+                    )
+                for kk in KNN_KS:
+                    if kk > val_idx.size:
+                        continue
+                    err = deferral.knn_expected_error(
+                        self.test_vectors, self.train_vectors[val_idx], val_error, kk
+                    )
+                    chosen = deferral.route_sweep(err, self.train_cost, deferral.LAMBDAS)
+                    points[f"K-NN k={kk}"] = deferral.deferral_points(
+                        chosen, test.correct, test.cost, norm_cost
+                    )
+                for name, p in points.items():
+                    area.setdefault(name, []).append(deferral.hull_area(p))
+                    qncs.setdefault(name, []).append(deferral.qnc(p, target))
+                if keep_points_for is not None and n_val == keep_points_for and seed == 0:
+                    curves = {name: p.tolist() for name, p in points.items()}
+                    curves["Oracle"] = oracle_points.tolist()
+            uni, zero = f"UniRoute K={k}", "ZeroRouter"
+            diffs = [u - z for u, z in zip(area[uni], area[zero], strict=True)]
+            out["by_n_val"][label] = {
+                "n_val": n_val if n_val > 0 else len(train),
+                "area": {name: summarise(v) for name, v in area.items()},
+                "qnc": {name: summarise(v) for name, v in qncs.items()},
+                "uniroute_minus_zero": summarise(diffs),
+                "server_checks": checks,
+            }
+        out["curves"] = curves
+        return out
+
+
+def knn_names(block: dict[str, Any]) -> list[str]:
+    return [name for name in block["area"] if name.startswith("K-NN")]
+
+
+def best_knn(block: dict[str, Any]) -> str:
+    return max(knn_names(block), key=lambda n: block["area"][n]["mean"])
+
+
+def fmt(s: dict[str, Any], digits: int = 4) -> str:
+    if s["mean"] is None:
+        finite = [v for v in s["values"] if v is not None]
+        tail = f", {np.mean(finite):.{digits}f} over the rest" if finite else ""
+        return f"inf in {s['n_inf']}/{len(s['values'])}{tail}"
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+
+
+def goals(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    uni = f"UniRoute K={result['k']}"
+    out = {}
+    for label, block in result["by_n_val"].items():
+        gain = block["uniroute_minus_zero"]["mean"]
+        if block["n_val"] == 300:
+            out["gain_300"] = {"want": GOAL_GAIN_300, "got": gain, "pass": gain >= GOAL_GAIN_300}
+        if label.startswith("all"):
+            out["gain_all"] = {"want": GOAL_GAIN_ALL, "got": gain, "pass": gain >= GOAL_GAIN_ALL}
+        knn = best_knn(block)
+        got = block["area"][uni]["mean"] - block["area"][knn]["mean"]
+        out[f"beats_knn_{block['n_val']}"] = {"best_knn": knn, "got": got, "pass": got >= 0.0}
+    return out
+
+
+def goal_lines(g: dict[str, dict[str, Any]]) -> list[str]:
+    lines = []
+    for key, v in g.items():
+        if key.startswith("gain"):
+            n = "300" if key == "gain_300" else "all"
+            lines.append(
+                f"- {verdict(v['pass'])}: UniRoute − ZeroRouter Area at N_val = {n} is "
+                f"{v['got']:+.4f} (goal ≥ +{v['want']:.2f})"
+            )
+        else:
+            n = key.rsplit("_", 1)[1]
+            lines.append(
+                f"- {verdict(v['pass'])}: UniRoute − best K-NN ({v['best_knn']}) Area at "
+                f"N_val = {n} is {v['got']:+.4f} (goal ≥ 0)"
+            )
+    return lines
+
+
+def router_table(result: dict[str, Any], what: str) -> str:
+    """Routers as rows, N_val as columns; ``what`` is "area" or "qnc"."""
+    blocks = result["by_n_val"]
+    names: list[str] = []
+    for block in blocks.values():
+        names += [n for n in block[what] if n not in names]
+    head = "| router | " + " | ".join(f"N_val = {lab}" for lab in blocks) + " |\n"
+    head += "|---|" + "---|" * len(blocks) + "\n"
+    rows = []
+    for name in names:
+        cells = [fmt(b[what][name]) if name in b[what] else "—" for b in blocks.values()]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, key in (
+        ("Oracle (λ-swept)", "oracle"),
+        ("hull of single models (test-set accuracies)", "single_hull"),
+    ):
+        value = result[key][what]
+        rows.append(f"| {name} | " + " | ".join([f"{value:.4f}"] * len(blocks)) + " |")
+    return head + "\n".join(rows)
+
+
+def plot(result: dict[str, Any], n_label: str, path: Path) -> None:
+    """Hull curves of UniRoute, ZeroRouter, the best K-NN and the Oracle, plus every model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {n: np.asarray(p) for n, p in result["curves"].items()}
+    knn = best_knn(result["by_n_val"][n_label])
+    styles = [
+        (uni_name(result), "tab:blue", "-"),
+        ("ZeroRouter", "tab:orange", "--"),
+        (knn, "tab:green", "-."),
+        ("Oracle", "tab:gray", ":"),
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
+    for ax, log_x in zip(axes, (False, True), strict=True):
+        xs = np.geomspace(5e-3, 1.0, 600) if log_x else np.linspace(0.0, 1.0, 601)
+        for name, color, ls in styles:
+            p = curves[name]
+            label = f"{name} (Area {deferral.hull_area(p):.3f})"
+            ax.plot(xs, deferral.curve(p, xs), color=color, ls=ls, lw=2, label=label)
+            if name != "Oracle":
+                ax.scatter(p[:, 0], p[:, 1], s=7, color=color, alpha=0.35)
+        for m, v in result["single_models"].items():
+            ax.scatter(v["cost"], v["quality"], marker="x", color="black", s=30, zorder=5)
+            if log_x or v["quality"] > 0.7:
+                ax.annotate(
+                    m.split("/")[-1],
+                    (v["cost"], v["quality"]),
+                    fontsize=7,
+                    xytext=(4, -10),
+                    textcoords="offset points",
+                )
+        ax.axhline(result["target_quality"], color="black", lw=0.6, alpha=0.4)
+        ax.set_ylabel("quality (mean correct on test)")
+        ax.grid(alpha=0.3, which="both")
+        if log_x:
+            ax.set_xscale("log")
+            ax.set_xlim(8e-3, 1.15)
+            ax.set_ylim(0.54, 0.92)
+            ax.set_xlabel("normalised cost, log scale")
+            ax.set_title("same curves, log cost (single models labelled)", fontsize=10)
+        else:
+            ax.set_xlim(0.0, 1.02)
+            ax.set_ylim(0.5, 1.0)
+            ax.set_xlabel("normalised cost (mean cost / gpt-4's mean cost)")
+            ax.set_title("deferral curves (hulls of each router's λ points)", fontsize=10)
+    fig.suptitle(
+        f"RouterBench test (945 prompts): N_val = {n_label}, seed 0, "
+        f"truncation {result['truncation']}, K = {result['k']}",
+        fontsize=11,
+    )
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0.0, 0.06, 1.0, 1.0))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def uni_name(result: dict[str, Any]) -> str:
+    return f"UniRoute K={result['k']}"
+
+
+def selection_area(result: dict[str, Any]) -> float:
+    """Held-out train Area of the strategy's chosen K with all labels (no test data)."""
+    sel = result["k_selection"]
+    return float(sel["grid"]["all"][str(sel["chosen_k"])]["mean"])
+
+
+def choose_truncation(results: dict[str, Any]) -> str:
+    """Like K, the truncation is chosen on the held-out split of train, never on test."""
+    if any(r["k_selection"] is None for r in results.values()):
+        return next(iter(results))
+    return max(results, key=lambda t: selection_area(results[t]))
+
+
+def paired_vs(results: dict[str, Any], truncation: str, base: str) -> dict[str, Any]:
+    """UniRoute Area of ``truncation`` minus ``base`` per N_val, paired by seed (same S_val)."""
+    out = {}
+    mine, theirs = results[truncation], results[base]
+    for label, block in mine["by_n_val"].items():
+        a = block["area"][uni_name(mine)]["values"]
+        b = theirs["by_n_val"][label]["area"][uni_name(theirs)]["values"]
+        d = np.asarray(a) - np.asarray(b)
+        stats = summarise(d)
+        se = stats["std"] / math.sqrt(d.size) if d.size > 1 else 0.0
+        stats["t"] = float(stats["mean"] / se) if se > 0 else None
+        out[label] = stats
+    return out
+
+
+def truncation_table(results: dict[str, Any]) -> str:
+    labels = list(next(iter(results.values()))["by_n_val"])
+    head = (
+        "| truncation | K | "
+        + " | ".join(f"UniRoute N_val = {lab}" for lab in labels)
+        + " | ZeroRouter (all) | best K-NN (all) | UniRoute − ZeroRouter (all) |\n"
+        + "|---|---|"
+        + "---|" * (len(labels) + 3)
+        + "\n"
+    )
+    rows = []
+    for result in results.values():
+        uni = uni_name(result)
+        blocks = result["by_n_val"]
+        last = blocks[labels[-1]]
+        knn = best_knn(last)
+        cells = [fmt(blocks[lab]["area"][uni]) for lab in labels]
+        rows.append(
+            f"| {result['truncation']} | {result['k']} | "
+            + " | ".join(cells)
+            + f" | {fmt(last['area']['ZeroRouter'])} | {fmt(last['area'][knn])} ({knn}) "
+            + f"| {fmt(last['uniroute_minus_zero'], 4)} |"
+        )
+    return head + "\n".join(rows)
+
+
+def grid_table(result: dict[str, Any]) -> str:
+    sel = result["k_selection"]
+    ks = list(sel["grid"]["all"])
+    head = "| S_val | " + " | ".join("ZeroRouter" if k == "1" else f"K={k}" for k in ks) + " |\n"
+    head += "|---|" + "---|" * len(ks) + "\n"
+    rows = []
+    for label, row in sel["grid"].items():
+        cells = []
+        for k in ks:
+            cell = fmt(row[k])
+            cells.append(f"**{cell}**" if label == "all" and int(k) == sel["chosen_k"] else cell)
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return head + "\n".join(rows)
+
+
+def render(
+    results: dict[str, Any],
+    winner: str,
+    quick: bool,
+    train: Split,
+    test: Split,
+    timings: dict[str, float],
+) -> str:
+    best = results[winner]
+    uni = uni_name(best)
+    labels = list(best["by_n_val"])
+    seeds = len(next(iter(best["by_n_val"].values()))["area"][uni]["values"])
+    parts = [
+        f"RouterBench ({len(train)} train / {len(test)} test prompts; ARC-Challenge, MBPP, "
+        f"Winogrande; 11 LLMs). Every decision comes from an in-process `sidecar.serve` over "
+        f"gRPC: models registered with `RegisterModel` from their S_val results (cost = mean "
+        f"train cost), test prompts routed with `RouteBatch` from cached embeddings, the λ "
+        f"sweep ({deferral.LAMBDAS.size} values: 0 and 1e-4…1e3) recomputed from the returned "
+        f"Ψ[cluster] with the kernel's rule. K-means on all train prompts; S_val = a random "
+        f"subset of train; mean ± sample std over {seeds} seeds (the seed draws S_val and seeds "
+        f"K-means). Cost is normalised by the most expensive model's mean test cost "
+        f"({best['best_model']}, ${best['norm_cost_usd']:.5f}). Curve = upper concave "
+        f"envelope of a router's own λ points and (0, 0) (random mixing and abstaining), "
+        f"flat right of its best point; Area = its integral on [0, 1] (`bench/deferral.py`).",
+        "",
+    ]
+    if quick:
+        parts += [
+            f"**Quick mode**: truncation {best['truncation']}, N_val = {labels[0]}, "
+            f"{seeds} seeds, fixed K = {best['k']} (the full run's choice); "
+            f"see the `quality` section for the full protocol.",
+            "",
+        ]
+    if len(results) > 1:
+        parts += [
+            "### Truncation strategies (Area, mean ± std)",
+            "",
+            truncation_table(results),
+            "",
+            f"Chosen like K, on the held-out 30% of train and never on test: "
+            f"**{best['truncation']}** (held-out Area at each strategy's K with all labels: "
+            + ", ".join(f"{r['truncation']} {selection_area(r):.4f}" for r in results.values())
+            + ").",
+            "",
+            f"UniRoute test Area minus {best['truncation']}'s, paired by seed (same S_val and "
+            "K-means seed); t = mean / (std / √seeds):",
+            "",
+            "| truncation | " + " | ".join(f"N_val = {lab}" for lab in labels) + " |",
+            "|---|" + "---|" * len(labels),
+        ]
+        for r in results.values():
+            if r["truncation"] == best["truncation"]:
+                continue
+            cells = []
+            for lab in labels:
+                d = r["paired_vs_chosen"][lab]
+                t = "" if d["t"] is None else f" (t = {d['t']:+.1f})"
+                cells.append(f"{d['mean']:+.4f} ± {d['std']:.4f}{t}")
+            parts.append(f"| {r['truncation']} | " + " | ".join(cells) + " |")
+        tasks = list(best["distinct_test_vectors"])
+        parts += [
+            "",
+            "Distinct test embeddings per task (distinct / prompts): with head truncation "
+            "every prompt that shares a ≥ 254-token prefix embeds identically.",
+            "",
+            "| truncation | " + " | ".join(tasks) + " |",
+            "|---|" + "---|" * len(tasks),
+        ]
+        for r in results.values():
+            counts = r["distinct_test_vectors"]
+            parts.append(
+                f"| {r['truncation']} | "
+                + " | ".join(f"{counts[t][0]} / {counts[t][1]}" for t in tasks)
+                + " |"
+            )
+        parts.append("")
+    parts += [
+        f"### Area, truncation = {best['truncation']}, K = {best['k']}",
+        "",
+        router_table(best, "area"),
+        "",
+        "Each single model (normalised cost, quality): "
+        + ", ".join(
+            f"{m.split('/')[-1]} ({v['cost']:.3f}, {v['quality']:.3f})"
+            for m, v in sorted(best["single_models"].items(), key=lambda kv: kv[1]["cost"])
+        )
+        + f". Best single model: {best['best_model']} (quality {best['target_quality']:.4f}).",
+        "",
+        f"### QNC (normalised cost to reach {best['target_quality']:.4f}, the best single "
+        f"model's quality; inf = never)",
+        "",
+        router_table(best, "qnc"),
+        "",
+        "### UniRoute − ZeroRouter Area, paired by seed",
+        "",
+        "| N_val | per seed | mean ± std |",
+        "|---|---|---|",
+    ]
+    for label, block in best["by_n_val"].items():
+        d = block["uniroute_minus_zero"]
+        per_seed = ", ".join(f"{v:+.4f}" for v in d["values"])
+        parts.append(f"| {label} | {per_seed} | {fmt(d, 4)} |")
+    parts += ["", "### Goals (informational; they fail no test)", ""]
+    ordered = [best, *(r for r in results.values() if r is not best)]
+    for result in ordered:
+        chosen = " (chosen)" if result is best else ""
+        prefix = f"truncation {result['truncation']}{chosen}:" if len(results) > 1 else ""
+        if prefix:
+            parts.append(f"{prefix}")
+            parts.append("")
+        parts += goal_lines(result["goals"])
+        parts.append("")
+    if not quick:
+        parts += ["### Choosing K (held-out 30% of train, Area, mean ± std over 3 seeds)", ""]
+        for result in results.values():
+            sel = result["k_selection"]
+            parts += [
+                f"truncation {result['truncation']}: K-means and S_val on {sel['fit_and_val']} "
+                f"train prompts, pseudo-test {sel['holdout']}; chosen K = {sel['chosen_k']} "
+                f"(best with all labels).",
+                "",
+                grid_table(result),
+                "",
+            ]
+    parts += ["### Checks", ""]
+    for result in results.values():
+        for block in result["by_n_val"].values():
+            for check in block["server_checks"]:
+                lams = ", ".join(
+                    f"λ={lam}: {v['agree']}/{v['n']}" for lam, v in check["lambdas"].items()
+                )
+                text = check["text_cluster_agreement"]
+                text_note = (
+                    f"; {TEXT_CHECK} prompts routed by text land in the cluster of their cached "
+                    f"embedding: {text:.0%}"
+                    if text is not None
+                    else ""
+                )
+                parts.append(
+                    f"- {result['truncation']}, {check['router']}, N_val = {block['n_val']}, "
+                    f"seed 0: server's own choice = sweep's choice for {lams}{text_note}."
+                )
+    parts += [
+        "",
+        "Runtime: "
+        + ", ".join(
+            f"{t} {v:.0f} s" for t, v in timings.items() if not t.endswith("_embedding_or_cache")
+        )
+        + " (embedding "
+        + ", ".join(
+            f"{t.split('_embedding')[0]} {v:.0f} s"
+            for t, v in timings.items()
+            if t.endswith("_embedding_or_cache")
+        )
+        + "; near 0 when the cache under bench/out/cache/ is warm).",
+    ]
+    if not quick:
+        parts += [
+            "",
+            f"![deferral curves](deferral_curves.png) — `bench/deferral_curves.png`: "
+            f"N_val = {labels[-1]}, seed 0, truncation {best['truncation']}.",
+        ]
+    return "\n".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.quality",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data", type=Path, default=None, help="the RouterBench folder")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"one truncation, N_val={QUICK_N_VAL}, {QUICK_SEEDS} seeds, K={QUICK_K}",
+    )
+    parser.add_argument(
+        "--truncation",
+        nargs="+",
+        choices=TRUNCATIONS,
+        default=None,
+        help="strategies to run (default: all three; with --quick, the embedder's own)",
+    )
+    args = parser.parse_args(argv)
+
+    folder = data_dir(args.data)
+    train_path, test_path = folder / "train.jsonl", folder / "test.jsonl"
+    if not (train_path.is_file() and test_path.is_file()):
+        print(
+            f"bench.quality: skipped, no RouterBench data at {folder} "
+            "(pass --data DIR or set ROUTERBENCH_DIR to a folder with train.jsonl and test.jsonl)"
+        )
+        return 0
+    if args.truncation:
+        truncations = list(dict.fromkeys(args.truncation))
+    elif args.quick:
+        truncations = [Embedder.from_dir(default_embedder_dir()).truncation.partition(":")[0]]
+    else:
+        truncations = list(TRUNCATIONS)
+    n_vals = (QUICK_N_VAL,) if args.quick else N_VALS
+    seeds = QUICK_SEEDS if args.quick else SEEDS
+
+    started = time.monotonic()
+    models = sorted(read_rows(test_path)[0]["correct"])
+    train, test = load_split(train_path, models), load_split(test_path, models)
+    results: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
+        for truncation in truncations:
+            t0 = time.monotonic()
+            log(f"== truncation {truncation}")
+            (Path(tmp) / truncation).mkdir()
+            ev = Evaluator(truncation, models, train, test, Path(tmp) / truncation)
+            t_embed = time.monotonic() - t0
+            selection = None
+            if args.quick:
+                k = QUICK_K
+            else:
+                selection = ev.choose_k(K_GRID, GRID_SEEDS)
+                k = selection["chosen_k"]
+                log(f"   chosen K = {k}")
+            result = ev.evaluate(k, n_vals, seeds, keep_points_for=n_vals[-1])
+            result["truncation"] = ev.truncation
+            result["distinct_test_vectors"] = ev.distinct_test_vectors()
+            result["k_selection"] = selection
+            result["server_runs"] = ev.runs
+            results[truncation] = result
+            timings[truncation] = time.monotonic() - t0
+            timings[f"{truncation}_embedding_or_cache"] = t_embed
+            log(f"   done in {timings[truncation]:.0f} s ({ev.runs} server runs)")
+    timings["total"] = time.monotonic() - started
+
+    label_all = nval_label(n_vals[-1], len(train))
+    winner = choose_truncation(results)
+    for t in results:
+        results[t]["paired_vs_chosen"] = paired_vs(results, t, winner)
+    if not args.quick:
+        plot(results[winner], label_all, PLOT)
+    for result in results.values():
+        result["goals"] = goals(result)
+    markdown = render(results, winner, args.quick, train, test, timings)
+    data = {
+        "quick": args.quick,
+        "data_dir": str(folder),
+        "models": models,
+        "lambdas": {"n": int(deferral.LAMBDAS.size), "min_positive": 1e-4, "max": 1e3},
+        "winner": winner,
+        "timings_s": timings,
+        "results": results,
+    }
+    out = record("quality_quick" if args.quick else "quality", data, markdown)
+    print(markdown)
+    print(f"\nwrote {out}" + ("" if args.quick else f" and {PLOT}"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
