@@ -25,9 +25,10 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # The ONNX embedder: exported from the packaged checkpoint, int8-quantised and
-# checked against fp32 on a probe set.
+# checked against fp32 on a probe set. Rebuilt when the export recipe changes,
+# since the recipe is part of the fingerprint the starter clustering is tied to.
 embedder: $(EMBEDDER)
-$(EMBEDDER): | $(STAMP)
+$(EMBEDDER): sidecar/_export.py sidecar/_embedder.py | $(STAMP)
 	$(BIN)/sidecar export-embedder --out $(EMBEDDER_DIR)
 
 # Serve on embedded defaults: the shipped starter clustering, a SQLite file

@@ -75,8 +75,8 @@ def cmd_export_embedder(args: argparse.Namespace) -> int:
         args.source,
         quantize=not args.no_quantize,
         max_tokens=args.max_tokens,
-        truncation=args.truncation,
         min_cosine=args.min_cosine,
+        **({"truncation": args.truncation} if args.truncation else {}),
     )
     probe = manifest["probe"]
     print(
@@ -490,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="output dir (default var/embedder)")
     p.add_argument("--source", type=Path, default=None, help="checkpoint dir (default MiniLM)")
     p.add_argument("--no-quantize", action="store_true", help="keep fp32 weights")
-    p.add_argument("--truncation", default="head", help=TRUNCATION_HELP)
+    p.add_argument("--truncation", default=None, help=TRUNCATION_HELP + " (default: head_tail:64)")
     p.add_argument("--max-tokens", type=int, default=256, help="truncation length")
     p.add_argument("--min-cosine", type=float, default=0.99, help="probe check threshold")
     p.set_defaults(func=cmd_export_embedder)

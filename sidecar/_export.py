@@ -24,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from sidecar._embedder import (
+    DEFAULT_TRUNCATION,
     FORMAT,
     MANIFEST_FILE,
     MODEL_FILE,
@@ -98,7 +99,7 @@ def export_embedder(
     *,
     quantize: bool = True,
     max_tokens: int = 256,
-    truncation: str = "head",
+    truncation: str = DEFAULT_TRUNCATION,
     min_cosine: float = 0.99,
     opset: int = 17,
 ) -> dict[str, Any]:

@@ -100,7 +100,8 @@ def test_short_query_is_not_padded(embedder: Embedder) -> None:
     assert not short.truncated
 
 
-def test_long_text_is_head_truncated(embedder: Embedder) -> None:
+def test_long_text_is_truncated_to_max_tokens(embedder: Embedder) -> None:
+    assert embedder.truncation == "head_tail:64"  # the default
     long = embedder.embed(LONG)
     assert long.truncated
     assert long.n_tokens == embedder.max_tokens
@@ -108,9 +109,12 @@ def test_long_text_is_head_truncated(embedder: Embedder) -> None:
     assert at_limit.n_tokens == 256 and not at_limit.truncated
     over = embedder.embed("a " * 255)
     assert over.n_tokens == 256 and over.truncated
-    # head truncation: whatever follows the first 256 tokens cannot change the vector
+    # head_tail keeps the end: a different ending changes the vector...
     tail_changed = embedder.embed(LONG + " Completely different ending about volcanoes.")
-    assert _cos(long.vector, tail_changed.vector) > 0.99999
+    assert _cos(long.vector, tail_changed.vector) < 0.999
+    # ...while head truncation cannot see anything after the first 256 tokens.
+    head = Embedder.from_dir(default_embedder_dir(), truncation="head")
+    assert _cos(head.embed(LONG).vector, head.embed(LONG + " Volcanoes.").vector) > 0.99999
 
 
 def test_stages_compose_to_embed(embedder: Embedder) -> None:
@@ -245,7 +249,7 @@ SHARED_PREFIX = "Answer like the examples. " + "Example: the sky is blue. Answer
 
 @pytest.mark.parametrize("truncation", ["tail", "head_tail", "head_tail:32"])
 def test_truncation_strategies_keep_the_end_of_long_prompts(truncation: str) -> None:
-    head = Embedder.from_dir(default_embedder_dir())
+    head = Embedder.from_dir(default_embedder_dir(), truncation="head")
     other = Embedder.from_dir(default_embedder_dir(), truncation=truncation)
     first = SHARED_PREFIX + "Question: which planet is the largest?"
     second = SHARED_PREFIX + "Question: how do I reverse a list in Python?"

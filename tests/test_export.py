@@ -52,7 +52,7 @@ def test_manifest_matches_files(exported: tuple[Path, dict[str, Any]]) -> None:
     assert manifest["format"] == "uniroute.embedder/1"
     assert manifest["dim"] == 384
     assert manifest["max_tokens"] == 256
-    assert manifest["truncation"] == "head"
+    assert manifest["truncation"] == "head_tail:64"
     assert manifest["pooling"] == "mean"
     assert manifest["normalize"] is True
     assert manifest["quantization"] == "int8-dynamic-matmul-per-channel"
