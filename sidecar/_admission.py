@@ -25,7 +25,9 @@ def _identity(data: bytes) -> bytes:
 class AdmissionInterceptor(grpc.ServerInterceptor):
     """Wraps every unary-request handler: parsing, deadline check, in-flight accounting."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, min_deadline: float = 0.001) -> None:
+        """``min_deadline``: calls with less time left than this are refused at once."""
+        self.min_deadline = min_deadline
         self._lock = threading.Lock()
         self.accepted = 0
         self.finished = 0
@@ -58,6 +60,12 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
             if remaining is not None and remaining <= 0:
                 context.abort(
                     grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before work began"
+                )
+            if remaining is not None and remaining < self.min_deadline:
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{remaining * 1000:.2f} ms left is too little to finish; allow at least "
+                    f"{self.min_deadline * 1000:.1f} ms",
                 )
             try:
                 request = parse(raw)

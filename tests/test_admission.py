@@ -68,3 +68,59 @@ def test_overload_is_refused_quickly(make_sidecar, connect, topic_artifact):
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
     assert grpc.StatusCode.OK in codes
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    """A stand-in for grpc.ServicerContext with a chosen time budget."""
+
+    def __init__(self, remaining: float | None) -> None:
+        self.remaining = remaining
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise _Aborted(code, details)
+
+
+class _CallDetails:
+    method = "/uniroute.v1.Router/Route"
+    invocation_metadata = ()
+
+
+def _handler(calls: list[object]) -> grpc.RpcMethodHandler:
+    def behaviour(request: object, context: object) -> str:
+        calls.append(request)
+        return "done"
+
+    return grpc.unary_unary_rpc_method_handler(
+        behaviour, request_deserializer=lambda b: b.decode(), response_serializer=str.encode
+    )
+
+
+def test_dead_or_hopeless_deadlines_are_refused_before_any_work():
+    import pytest
+
+    from sidecar._admission import AdmissionInterceptor
+
+    interceptor = AdmissionInterceptor(min_deadline=0.001)
+    calls: list[object] = []
+    details = _CallDetails()
+    handler = interceptor.intercept_service(lambda _: _handler(calls), details)
+    assert handler is not None
+    for remaining, code in (
+        (-0.5, grpc.StatusCode.DEADLINE_EXCEEDED),
+        (0.0002, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ):
+        with pytest.raises(_Aborted) as info:
+            handler.unary_unary(b"x", _Context(remaining))
+        assert info.value.args[0] == code
+    assert calls == []
+    assert handler.unary_unary(b"ok", _Context(5.0)) == "done"
+    assert handler.unary_unary(b"ok", _Context(None)) == "done"
+    assert calls == ["ok", "ok"]
+    assert interceptor.in_flight == 0 and interceptor.accepted == 4
