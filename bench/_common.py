@@ -72,7 +72,7 @@ def verdict(ok: bool) -> str:
 
 
 def record(name: str, data: dict[str, Any], markdown: str) -> Path:
-    """Writes bench/out/<name>.json and replaces the <name> section of RESULTS.md."""
+    """Writes bench/out/<name>.json, replaces the <name> section of RESULTS.md, prints both."""
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": name,
@@ -103,6 +103,8 @@ def record(name: str, data: dict[str, Any], markdown: str) -> Path:
         else (text.rstrip() + "\n\n" + section + "\n")
     )
     RESULTS_MD.write_text(text)
+    print(markdown.strip())
+    print(f"\nwrote {out} and the {name} section of {RESULTS_MD}")
     return out
 
 

@@ -532,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + why_single
         + why_batch
     )
-    out = record(
+    record(
         "kernels",
         {
             "mode": mode,
@@ -552,8 +552,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         markdown,
     )
-    print(markdown)
-    print(f"\nwrote {out}")
     return 0
 
 

@@ -917,9 +917,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timings_s": timings,
         "results": results,
     }
-    out = record("quality_quick" if args.quick else "quality", data, markdown)
-    print(markdown)
-    print(f"\nwrote {out}" + ("" if args.quick else f" and {PLOT}"))
+    record("quality_quick" if args.quick else "quality", data, markdown)
+    if not args.quick:
+        print(f"drew {PLOT}")
     return 0
 
 

@@ -277,11 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Stage breakdown of one 20-word Route, in-process medians (µs):\n\n"
         "| stage | µs |\n|---|---|\n" + stage_rows
     )
-    out = record(
-        "route_latency", {"stats_ms": stats, "stages_us": stages, "goals": goals}, markdown
-    )
-    print(markdown)
-    print(f"\nwrote {out}")
+    record("route_latency", {"stats_ms": stats, "stages_us": stages, "goals": goals}, markdown)
     return 0
 
 

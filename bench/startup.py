@@ -288,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({warm_s['median']:.2f} s)\n"
         f"- peak RSS ≤ {GOAL_RSS_MB:.0f} MB: {verdict(rss_ok)} ({memory['peak_rss_mb']:.0f} MB)"
     )
-    out = record(
+    record(
         "startup",
         {
             "runs": args.runs,
@@ -312,8 +312,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         markdown,
     )
-    print(markdown)
-    print(f"\nwrote {out}")
     return 0
 
 

@@ -122,9 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- Goal: batched p99 at 8 callers ≤ 2× unbatched p99: "
         f"{verdict(goals['p99_8_le_2x'])} ({p99_ratio:.2f}×)"
     )
-    out = record("throughput", {"stats": stats, "goals": goals}, markdown)
-    print(markdown)
-    print(f"\nwrote {out}")
+    record("throughput", {"stats": stats, "goals": goals}, markdown)
     return 0
 
 

@@ -105,13 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"| all | {overall['p50']:.2f} | {overall['p99']:.2f} | {overall['mean']:.2f} |\n\n"
         f"Goal p99 ≤ {GOAL_P99_MS:.0f} ms: {verdict(ok)} ({overall['p99']:.2f} ms)"
     )
-    out = record(
+    record(
         f"watch_propagation_{args.followers}f",
         {"per_follower_ms": per_follower, "overall_ms": overall, "goal_pass": ok},
         markdown,
     )
-    print(markdown)
-    print(f"\nwrote {out}")
     return 0
 
 
