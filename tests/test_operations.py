@@ -144,6 +144,12 @@ def test_soak_routes_never_fail_and_followers_converge(sidecars: Sidecars, embed
     for t in threads:
         t.join(timeout=60)
 
+    growth = {p.name: round(rss_mb(p) - rss_before[p.name]) for p in (leader, *followers)}
+    print(
+        f"soak {SOAK_SECONDS:.0f}s: {len(answers)} routes, {len(failures)} failed, "
+        f"writes {writes}, "
+        f"final revision {leader.status().revision}, RSS growth MB {growth}"
+    )
     assert failures == [], failures[:5]
     assert len(answers) > 100
     assert writes["register"] > 10 and writes["deregister"] > 0 and writes["recluster"] >= 2
