@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -72,6 +74,8 @@ def two_topic_prompts() -> tuple[list[str], list[tuple[str, str, str]]]:
     return train, val
 
 
+T = TypeVar("T")
+
 CODE_PROMPT = "Write a Python function that checks whether a string is a palindrome."
 COOK_PROMPT = "What is the best way to roast a whole chicken with garlic and thyme?"
 
@@ -132,6 +136,34 @@ def topic_results(good_topic: str | None) -> list[registry_pb2.ValidationResult]
         )
         for i, _, t in val
     ]
+
+
+def wait_until(check: Callable[[], T], timeout: float = 15.0, interval: float = 0.02) -> T:
+    """Polls until check() returns something truthy; RPC or assertion errors retry."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except (AssertionError, grpc.RpcError):
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def register_specialists(client: Client) -> None:
+    """'coder' is right on every code item and wrong on cooking; 'chef' the reverse."""
+    for name, topic in (("coder", "code"), ("chef", "cook")):
+        client.registry.RegisterModel(
+            registry_pb2.RegisterModelRequest(
+                name=name,
+                cost=1.0,
+                results=registry_pb2.ValidationResults(results=topic_results(topic)),
+            )
+        )
 
 
 def free_port() -> int:

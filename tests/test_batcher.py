@@ -91,8 +91,8 @@ def test_bad_settings_are_rejected(embedder):
 
 
 def test_server_with_cache_and_batching_routes_the_same(make_sidecar, connect, topic_artifact):
-    from conftest import CODE_PROMPT, topic_results
-    from uniroute.v1 import registry_pb2, router_pb2
+    from conftest import CODE_PROMPT, register_specialists
+    from uniroute.v1 import router_pb2
 
     plain = make_sidecar(artifact_dir=topic_artifact)
     tuned = make_sidecar(
@@ -105,14 +105,7 @@ def test_server_with_cache_and_batching_routes_the_same(make_sidecar, connect, t
     answers = []
     for sidecar in (plain, tuned):
         client = connect(sidecar.port)
-        for name, topic in (("coder", "code"), ("chef", "cook")):
-            client.registry.RegisterModel(
-                registry_pb2.RegisterModelRequest(
-                    name=name,
-                    cost=1.0,
-                    results=registry_pb2.ValidationResults(results=topic_results(topic)),
-                )
-            )
+        register_specialists(client)
         request = router_pb2.RouteRequest(prompt=CODE_PROMPT, cost_weight=0.0)
         answers.append([client.router.Route(request) for _ in range(3)])
     assert {r.model for r in answers[0]} == {r.model for r in answers[1]} == {"coder"}

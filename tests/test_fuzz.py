@@ -11,7 +11,7 @@ import math
 
 import grpc
 import pytest
-from conftest import CODE_PROMPT, Client, topic_results, two_topic_prompts
+from conftest import CODE_PROMPT, Client, register_specialists, topic_results, two_topic_prompts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from uniroute.v1 import registry_pb2, router_pb2
@@ -41,14 +41,7 @@ def live(embedder, topic_artifact, tmp_path_factory):
         embedder=embedder,
     )
     client = Client(sidecar.port)
-    for name, topic in (("coder", "code"), ("chef", "cook")):
-        client.registry.RegisterModel(
-            registry_pb2.RegisterModelRequest(
-                name=name,
-                cost=1.0,
-                results=registry_pb2.ValidationResults(results=topic_results(topic)),
-            )
-        )
+    register_specialists(client)
     yield sidecar, client
     client.close()
     sidecar.stop(0)

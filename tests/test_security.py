@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
-from conftest import CODE_PROMPT, free_port, topic_results, two_topic_prompts
+from conftest import CODE_PROMPT, free_port, topic_results, two_topic_prompts, wait_until
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -235,21 +235,6 @@ def expect_code(code: grpc.StatusCode, call: Callable[..., Any], *args: Any, **k
     return str(error.details())
 
 
-def eventually(check: Callable[[], T], timeout: float = 15.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except (AssertionError, grpc.RpcError):
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout}s")
-        time.sleep(0.05)
-
-
 def register_request(name: str, good_topic: str = "code") -> registry_pb2.RegisterModelRequest:
     return registry_pb2.RegisterModelRequest(
         name=name,
@@ -292,7 +277,7 @@ def failing_follower(stubs: Stubs, needle: str) -> registry_pb2.ServerStatus:
         status = get_status(stubs)
         return status if needle in status.last_error else None
 
-    status = eventually(failed)
+    status = wait_until(failed)
     assert status is not None
     return status
 
@@ -461,7 +446,7 @@ def test_a_follower_sends_its_leader_token(make_sidecar, topic_artifact, open_ch
     )
 
     good_stubs = open_channel(good.port)
-    eventually(lambda: route(good_stubs).revision == added.revision)
+    wait_until(lambda: route(good_stubs).revision == added.revision)
     assert get_status(good_stubs).connected
     for follower, code in ((anonymous, "UNAUTHENTICATED"), (wrong, "PERMISSION_DENIED")):
         status = failing_follower(open_channel(follower.port), code)
@@ -494,7 +479,7 @@ def test_token_values_never_reach_the_logs(
     wrong = make_sidecar(follow=address, db_path=tmp_path / "wrong.db", leader_token=WRONG)
     good = make_sidecar(follow=address, db_path=tmp_path / "good.db", leader_token=READ_1)
     good_stubs = open_channel(good.port)
-    eventually(lambda: get_status(good_stubs).revision == 2)
+    wait_until(lambda: get_status(good_stubs).revision == 2)
     failing_follower(open_channel(wrong.port), "PERMISSION_DENIED")
     with pytest.raises(InvalidArgument) as short:
         make_sidecar(db_path=tmp_path / "x.db", write_tokens=("tooshort-secret",))
@@ -628,7 +613,7 @@ def test_followers_need_a_valid_client_certificate_to_watch(
     added = leader_stubs.registry.RegisterModel(register_request("coder"), timeout=10)
 
     good_stubs = open_channel(good.port)  # the followers' own listeners are plaintext
-    eventually(lambda: route(good_stubs).revision == added.revision)
+    wait_until(lambda: route(good_stubs).revision == added.revision)
     assert get_status(good_stubs).connected
     for follower in (rogue, no_cert, plaintext):
         stubs = open_channel(follower.port)
@@ -793,7 +778,7 @@ def test_serve_with_tokens_from_a_file_and_cli_clients(tmp_path, pki, topic_arti
     db = tmp_path / "reg.db"
     args = ("--db", str(db), "--artifact", str(topic_artifact), "--write-tokens-file", str(tokens))
     with serving_tls(log, pki, *args, env=env) as (address, _):
-        eventually(lambda: "writes require a bearer token (2 configured)" in log.read_text())
+        wait_until(lambda: "writes require a bearer token (2 configured)" in log.read_text())
 
         def cli(*argv: str, **extra: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(

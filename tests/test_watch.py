@@ -10,7 +10,14 @@ from contextlib import ExitStack, contextmanager
 import grpc
 import numpy as np
 import pytest
-from conftest import CODE_PROMPT, Client, free_port, topic_results, two_topic_prompts
+from conftest import (
+    CODE_PROMPT,
+    Client,
+    free_port,
+    topic_results,
+    two_topic_prompts,
+    wait_until,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,21 +28,6 @@ from sidecar._clustering import fit_clustering, save_clustering
 from sidecar._server import REGISTRY_SERVICE
 from sidecar._watch import WatchHub
 from sidecar._wire import clustering_spec
-
-
-def eventually(check, timeout=10.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except (AssertionError, grpc.RpcError):
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 def register(client, name, cost=1.0, good_topic="code"):
@@ -181,10 +173,10 @@ def test_follower_converges_and_refuses_writes(leader, make_sidecar, connect, tm
     register(leader_client, "coder", 10.0, "code")
     follower = follower_of(make_sidecar, leader, tmp_path)
     client = connect(follower.port)
-    eventually(lambda: status(client).revision == leader.registry.revision)
+    wait_until(lambda: status(client).revision == leader.registry.revision)
     assert client.router.Route(router_pb2.RouteRequest(prompt=CODE_PROMPT)).model == "coder"
     register(leader_client, "chef", 1.0, "cook")
-    eventually(lambda: status(client).models == 2)
+    wait_until(lambda: status(client).models == 2)
     with pytest.raises(grpc.RpcError) as info:
         register(client, "sneaky")
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -218,13 +210,13 @@ def test_reclustering_reaches_followers_in_one_revision(
     register(leader_client, "chef", 1.0, "cook")
     follower = follower_of(make_sidecar, leader, tmp_path)
     client = connect(follower.port)
-    eventually(lambda: status(client).models == 2)
+    wait_until(lambda: status(client).models == 2)
     new = _clustering_with_k(embedder, 3)
     active = leader_client.registry.ActivateClustering(
         registry_pb2.ActivateClusteringRequest(clustering=clustering_spec(new))
     )
     assert (active.k, active.version, active.revision) == (3, new.version, 4)
-    eventually(lambda: status(client).revision == 4)
+    wait_until(lambda: status(client).revision == 4)
     table = follower.tables.current
     assert table.clustering_version == new.version
     assert table.psi.shape == (2, 3)  # every model recomputed, in the same revision
@@ -271,7 +263,7 @@ def test_follower_refuses_clustering_from_another_embedder(
     register(connect(first.port), "coder")
     follower = make_sidecar(follow=f"127.0.0.1:{port}", db_path=tmp_path / "f.db")
     client = connect(follower.port)
-    eventually(lambda: status(client).models == 1)
+    wait_until(lambda: status(client).models == 1)
     before = follower.tables.current
     first.stop(0)
 
@@ -284,7 +276,7 @@ def test_follower_refuses_clustering_from_another_embedder(
         db_path=tmp_path / "l.db",
         with_embedder=other,
     )
-    eventually(lambda: "refusing clustering" in status(client).last_error, timeout=20)
+    wait_until(lambda: "refusing clustering" in status(client).last_error, timeout=20)
     health = health_pb2_grpc.HealthStub(client.channel)
     registry_health = health.Check(health_pb2.HealthCheckRequest(service=REGISTRY_SERVICE))
     assert registry_health.status == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -394,7 +386,7 @@ def test_any_sequence_of_puts_and_deletes_replicates_exactly(
             elif name in leader.tables.current.index:
                 leader.registry.deregister_model(name)
         expected = leader.tables.current
-        eventually(
+        wait_until(
             lambda: (
                 follower.tables.current is not None
                 and follower.tables.current.revision == expected.revision
@@ -421,7 +413,7 @@ def test_follower_resyncs_when_the_leader_store_is_replaced(
     register(connect(first.port), "a")
     follower = make_sidecar(follow=f"127.0.0.1:{port}", db_path=tmp_path / "f.db")
     client = connect(follower.port)
-    eventually(lambda: status(client).models == 1)
+    wait_until(lambda: status(client).models == 1)
     first.stop(0)
 
     second = make_sidecar(
@@ -430,7 +422,7 @@ def test_follower_resyncs_when_the_leader_store_is_replaced(
     second_client = connect(second.port)
     for name in ("x", "y", "z"):  # revision 4 > the follower's 2
         register(second_client, name)
-    eventually(lambda: follower.tables.current.names == ("x", "y", "z"), timeout=20)
+    wait_until(lambda: follower.tables.current.names == ("x", "y", "z"), timeout=20)
     assert follower.tables.current.revision == second.registry.revision
     assert status(client).snapshots_applied == 2
     assert follower.registry.upstream_store_id == second.registry.store_id
