@@ -3,7 +3,8 @@
 One decision is: nearest centroid (maximum dot product) for a D = 384
 embedding, then the argmin over M models of psi[m, c] + λ·cost[m] / max
 candidate cost, ties to the lower raw cost, then the lower index. We time
-`sidecar._kernels.route_one` and a NumPy reference that makes exactly the same
+`sidecar._kernels.route` with N = 1 (what every Route pays) and a NumPy
+reference that makes exactly the same
 decision (checked on every query used), for K ∈ {16, 64, 256} clusters and
 M ∈ {10, 50, 500} models, all candidates allowed, in this one process. Rounds
 interleave every series (and alternate their order) so machine noise hits all
@@ -11,7 +12,7 @@ of them alike; each round times many back-to-back calls with
 `time.perf_counter_ns`, and we report the median over rounds of the per-call
 time. Per-call times include the Python call itself, as a caller pays it.
 
-The batch form (`route_batch`, 1,024 embeddings per call) is reported as ns per
+The batch (the same `route` kernel with N = 1,024 rows per call) is reported as ns per
 decision, against a NumPy batch (one BLAS GEMM, default BLAS threads) and, to
 separate blocking from threading, the same NumPy batch limited to 1 BLAS thread.
 
@@ -126,7 +127,7 @@ def numpy_route_one(
     mask: np.ndarray,
     out_scores: np.ndarray,
 ) -> tuple[int, int]:
-    """route_one's decision in plain NumPy, scores formed in float64 and stored as float32."""
+    """One decision in plain NumPy, scores formed in float64 and stored as float32."""
     cluster = int(np.argmax(centroids @ x))
     candidate_costs = cost[mask]
     if candidate_costs.size == 0:
@@ -151,7 +152,7 @@ def numpy_route_batch(
     lam: float,
     mask: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """route_batch's decisions in NumPy: one GEMM for the clusters, one gather for Ψ."""
+    """A batch of decisions in NumPy: one GEMM for the clusters, one gather for Ψ."""
     clusters = np.argmax(X @ centroids.T, axis=1)
     candidate_costs = cost[mask]
     if candidate_costs.size == 0:
@@ -178,8 +179,26 @@ def single_loop(fn: Callable[..., Any], p: Problem, calls: int) -> Timer:
     It returns (wall ns, this thread's CPU ns): on a shared machine the two differ
     by the time the thread waited for a core.
     """
-    xs = [p.queries[i % N_QUERIES] for i in range(calls)]
     centroids, psi, cost, mask = p.centroids, p.psi, p.cost, p.mask
+    if fn is _kernels.route or fn is noop:
+        # The kernel's own calling convention for one Route: a 1 x D row, N = 1 buffers.
+        rows = [p.queries[i : i + 1] for i in range(N_QUERIES)]
+        xs1 = [rows[i % N_QUERIES] for i in range(calls)]
+        lams = np.full(1, LAM)
+        masks = np.ascontiguousarray(mask[None, :])
+        scores = np.empty((1, p.m), dtype=np.float32)
+        clusters = np.empty(1, dtype=np.int64)
+        chosen = np.empty(1, dtype=np.int64)
+
+        def run1() -> tuple[int, int]:
+            c0 = time.thread_time_ns()
+            t0 = time.perf_counter_ns()
+            for x in xs1:
+                fn(x, centroids, psi, cost, lams, masks, scores, clusters, chosen)
+            return time.perf_counter_ns() - t0, time.thread_time_ns() - c0
+
+        return run1
+    xs = [p.queries[i % N_QUERIES] for i in range(calls)]
     out = np.empty(p.m, dtype=np.float32)
 
     def run() -> tuple[int, int]:
@@ -199,13 +218,25 @@ def batch_loop(
     limit: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
 ) -> Timer:
     centroids, psi, cost, mask, X = p.centroids, p.psi, p.cost, p.mask, p.batch
+    n = X.shape[0]
+    kernel_args = (
+        np.full(n, LAM),
+        np.ascontiguousarray(np.broadcast_to(mask, (n, p.m))),
+        np.empty((n, p.m), dtype=np.float32),
+        np.empty(n, dtype=np.int64),
+        np.empty(n, dtype=np.int64),
+    )
+    args = (X, centroids, psi, cost, *kernel_args) if fn is _kernels.route else None
 
     def run() -> tuple[int, int]:
         with limit() if limit is not None else contextlib.nullcontext():
             c0 = time.thread_time_ns()
             t0 = time.perf_counter_ns()
             for _ in range(calls):
-                fn(X, centroids, psi, cost, LAM, mask)
+                if args is not None:
+                    fn(*args)
+                else:
+                    fn(X, centroids, psi, cost, LAM, mask)
             return time.perf_counter_ns() - t0, time.thread_time_ns() - c0
 
     return run
@@ -255,14 +286,29 @@ def blas_info() -> list[dict[str, Any]]:
 
 def check_agreement(p: Problem) -> dict[str, int]:
     """Numba and NumPy decisions on every query used, single and batch forms."""
-    out_a = np.empty(p.m, dtype=np.float32)
+    out_a = np.empty((1, p.m), dtype=np.float32)
     out_b = np.empty(p.m, dtype=np.float32)
+    lam1, mask1 = np.full(1, LAM), np.ascontiguousarray(p.mask[None, :])
+    ca, ka = np.empty(1, dtype=np.int64), np.empty(1, dtype=np.int64)
     single = 0
-    for x in p.queries:
-        a = _kernels.route_one(x, p.centroids, p.psi, p.cost, LAM, p.mask, out_a)
-        b = numpy_route_one(x, p.centroids, p.psi, p.cost, LAM, p.mask, out_b)
-        single += int(tuple(a) == b and np.array_equal(out_a, out_b))
-    ca, ka = _kernels.route_batch(p.batch, p.centroids, p.psi, p.cost, LAM, p.mask)
+    for i in range(len(p.queries)):
+        x = p.queries[i : i + 1]
+        _kernels.route(x, p.centroids, p.psi, p.cost, lam1, mask1, out_a, ca, ka)
+        b = numpy_route_one(x[0], p.centroids, p.psi, p.cost, LAM, p.mask, out_b)
+        single += int((int(ca[0]), int(ka[0])) == b and np.array_equal(out_a[0], out_b))
+    n = p.batch.shape[0]
+    ca, ka = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    _kernels.route(
+        p.batch,
+        p.centroids,
+        p.psi,
+        p.cost,
+        np.full(n, LAM),
+        np.ascontiguousarray(np.broadcast_to(p.mask, (n, p.m))),
+        np.empty((n, p.m), dtype=np.float32),
+        ca,
+        ka,
+    )
     cb, kb = numpy_route_batch(p.batch, p.centroids, p.psi, p.cost, LAM, p.mask)
     return {
         "single_agree": single,
@@ -278,7 +324,7 @@ def build_series(problems: Sequence[Problem], mode: str) -> dict[tuple[int, int]
     out: dict[tuple[int, int], list[Series]] = {}
     for p in problems:
         single: list[tuple[str, Callable[..., Any]]] = [
-            ("numba_single", _kernels.route_one),
+            ("numba_single", _kernels.route),
             ("numpy_single", numpy_route_one),
         ]
         series = []
@@ -286,7 +332,7 @@ def build_series(problems: Sequence[Problem], mode: str) -> dict[tuple[int, int]
             calls, _ = calibrate(functools.partial(single_loop, fn, p), block)
             series.append(Series(name, 1, single_loop(fn, p, calls), calls, []))
         batch: list[tuple[str, Callable[..., Any], Any]] = [
-            ("numba_batch", _kernels.route_batch, None),
+            ("numba_batch", _kernels.route, None),
             ("numpy_batch", numpy_route_batch, None),
         ]
         if limit1 is not None:
@@ -343,11 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     noop_calls, _ = calibrate(lambda c: single_loop(noop, p0, c), BLOCK_NS[mode])
     series = build_series(problems, mode)
     floor = Series("python_call_floor", 1, single_loop(noop, p0, noop_calls), noop_calls, [])
-    # route_one on a 1-model, 1-cluster, 4-dimension problem: the Numba dispatch cost alone.
+    # route (N = 1) on a 1-model, 1-cluster, 4-dimension problem: Numba's dispatch cost alone.
     tiny = tiny_problem()
-    tiny_calls, _ = calibrate(lambda c: single_loop(_kernels.route_one, tiny, c), BLOCK_NS[mode])
+    tiny_calls, _ = calibrate(lambda c: single_loop(_kernels.route, tiny, c), BLOCK_NS[mode])
     dispatch = Series(
-        "numba_dispatch_floor", 1, single_loop(_kernels.route_one, tiny, tiny_calls), tiny_calls, []
+        "numba_dispatch_floor", 1, single_loop(_kernels.route, tiny, tiny_calls), tiny_calls, []
     )
     series[(0, 0)] = [floor, dispatch]
     with gc_paused():
@@ -464,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ""
         if batch_ok
         else (
-            "\n\nWhy batch misses: `route_batch` runs `route_one`'s loop row by row, so each "
+            "\n\nWhy batch misses: `route` runs the single decision's loop row by row, so each "
             "decision computes K dot products of D = 384 through `_dot4`, which loads every "
             "centroid element once per row and uses it for a single multiply-add (5 vector "
             "loads per 4 FMAs: one of x, one of each of 4 centroid rows), then reduces "
@@ -479,12 +525,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cores waits for its slower half, so on a busy machine the threaded figure "
             "swings far more than the 1-thread one). What would fix it (the kernels are "
             "not this bench's to change): register-block rows as well as centroids in "
-            "`route_batch` (e.g. 4 rows × 4 centroids per pass, so each loaded centroid "
+            "`route` (e.g. 4 rows × 4 centroids per pass, so each loaded centroid "
             "vector feeds 4 FMAs), keeping each dot product's reduction order so decisions "
-            "stay bit-identical to `route_one` (tests/test_kernels.py pins that), and "
+            "stay bit-identical to N = 1 calls (tests/test_kernels.py pins that), and "
             "split rows over the cores with `prange` (`parallel=True`). Computing clusters "
             "with a BLAS GEMM would also be fast but would give up bit-identity with "
-            "`route_one` on near-ties."
+            "N = 1 calls on near-ties."
         )
     )
     single_ok = goals["single_us"]["pass"]
@@ -493,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if single_ok
         else (
             f"\n\nSingle decision at K={HEADLINE[0]}: {dispatch_ns:.0f} ns of the "
-            f"{single_us:.2f} µs is Numba's dispatch of 7 arguments (see above); the rest is "
+            f"{single_us:.2f} µs is Numba's dispatch of 9 arguments (see above); the rest is "
             "the nearest-centroid loop (see the batch note below). "
             "Fewer array arguments per call (Numba type-checks each one; e.g. Ψ, costs and "
             "mask packed in one array) would buy back part of it; the kernels are not this "
@@ -506,17 +552,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{BLOCK_NS[mode] / 1e6:.1f} ms of back-to-back calls per series; medians over rounds "
         f"of per-call (per-decision) time. D = {DIM}, λ = {LAM}, all models candidates, "
         f"{N_QUERIES} distinct queries cycled. numba {numba.__version__}, numpy "
-        f"{np.__version__}, BLAS: {blas_text}. A no-op Python function with the same 7 "
-        f"arguments costs {floor_ns:.0f} ns per call in the same loop, and `route_one` on a "
-        f"1-model, 1-cluster, 4-dimension problem (Numba's dispatch: type-checking 7 "
+        f"{np.__version__}, BLAS: {blas_text}. A no-op Python function with the same 9 "
+        f"arguments costs {floor_ns:.0f} ns per call in the same loop, and `route` (N = 1) on a "
+        f"1-model, 1-cluster, 4-dimension problem (Numba's dispatch: type-checking 9 "
         f"arguments) {dispatch_ns:.0f} ns; both are included in every single-decision time "
         'below. "On-CPU" is the median of the timing thread\'s own CPU time '
         "(`time.thread_time_ns`), which excludes time spent waiting for a core.\n\n"
-        "Single decision (`route_one` vs a NumPy implementation of the same decision):\n\n"
+        "Single decision (`route` with N = 1 vs a NumPy implementation of the same decision):\n\n"
         "| K | M | Numba µs | Numba on-CPU µs | NumPy µs | speed-up |\n"
         "|---|---|---|---|---|---|\n"
         + "\n".join(single_rows)
-        + f"\n\nBatch of {BATCH} (`route_batch` vs NumPy GEMM + gather), ns per decision:\n\n"
+        + f"\n\nBatch of {BATCH} (`route` with N = {BATCH} vs NumPy GEMM + gather), "
+        "ns per decision:\n\n"
         "| K | M | Numba | Numba on-CPU | NumPy (BLAS threads) | NumPy (1 BLAS thread) "
         "| NumPy/Numba |\n|---|---|---|---|---|---|---|\n" + "\n".join(batch_rows) + "\n\n"
         f"Decisions agree between Numba and NumPy on every query (clusters, choices and "

@@ -1,63 +1,68 @@
-"""Numba kernels for the UniRoute decision rule.
+"""Numba kernel for the UniRoute decision rule: one kernel for Route and RouteBatch.
 
 Routing sits on the request path of every LLM call, so a decision must cost
 about a microsecond, not the ~10 us that the handful of small NumPy calls
-(matvec, argmax, fancy indexing, temporaries) add up to. These kernels do the
-whole decision in one compiled call (``route_one`` and ``score_candidates``
-allocate nothing), and release the GIL (``nogil=True``) so gRPC worker threads
-can route concurrently. They are pure functions of their arguments: no state.
+(matvec, argmax, fancy indexing, temporaries) add up to. ``route`` makes N
+decisions in one compiled call, allocates nothing (the caller passes the output
+buffers), and releases the GIL (``nogil=True``) so gRPC worker threads can route
+concurrently. A single Route is simply N = 1, so a Route and a RouteBatch go
+through the same code and make bit-identical decisions. It is a pure function
+of its arguments: no state.
 
-The rule: a prompt embedding ``x`` goes to its nearest centroid ``c`` (maximum
-dot product), and the chosen model is the candidate with the lowest
-``psi[m, c] + lam * cost[m] / max_candidate_cost``; ties go to the lower raw
-cost, then the lower index. ``soft_route_one`` replaces the hard cluster with
-softmax weights over clusters (the LearnedMap variant).
+The rule, for each row n: the embedding ``X[n]`` goes to its nearest centroid
+``c`` (maximum dot product; the first index wins ties), and the chosen model is
+the candidate (``masks[n, m]``) with the lowest score
+``psi[m, c] + lams[n] * cost[m] / max_candidate_cost`` (max over the row's
+candidates; a zero maximum means no cost term). Ties go to the lower raw cost,
+then the lower index.
 
 Contract (callers guarantee it; nothing here converts or copies):
 
 * every array is C-contiguous and has exactly the dtype below; anything else is
-  rejected with ``TypeError`` by the explicit signatures (never silently
+  rejected with ``TypeError`` by the explicit signature (never silently
   recompiled on the request path). Read-only inputs are accepted.
-* ``x``: float32[D], ``X``: float32[N, D], ``centroids``/``theta``: float32[K, D],
-  ``psi``: float32[M, K], ``cost``: float32[M] (finite, >= 0),
-  ``mask``: bool[M] (True = may be chosen), ``out_scores``: float32[M], writeable.
-  K >= 1; M may be 1 (or 0, which routes to -1). Embeddings and centroids are
-  expected L2-normalised, but nothing depends on it.
-* ``lam`` is a float64 scalar (finite, normally >= 0): the score is formed in
-  float64 and rounded once to float32, so a float32 ``lam`` would only add a
-  second rounding for no speed gain.
-* Mismatched shapes or an out-of-range ``cluster`` raise ``ValueError`` rather
-  than read or write out of bounds.
+* inputs: ``X`` float32[N, D], ``centroids`` float32[K, D], ``psi`` float32[M, K],
+  ``cost`` float32[M] (>= 0), ``lams`` float64[N] (finite, normally >= 0; the
+  score is formed in float64 and rounded once to float32), ``masks`` bool[N, M]
+  (True = may be chosen).
+* outputs (writeable): ``out_scores`` float32[N, M], ``out_clusters`` int64[N],
+  ``out_chosen`` int64[N].
+* K >= 1; N and M may be 0. Embeddings and centroids are expected
+  L2-normalised, but nothing depends on it.
+* Mismatched shapes raise ``ValueError`` rather than read or write out of bounds.
 
-Numerics: each score is computed in float64 and stored as float32 in
-``out_scores``; the argmin is taken over those stored float32 values, so a
-decision can always be reproduced from ``out_scores`` and ``cost`` alone.
+Outputs, per row n:
+
+* ``out_clusters[n]``: the nearest centroid, or -1 when no centroid has a finite
+  dot product (``X[n]`` holds a NaN or an infinity, or is so large that the dot
+  products overflow). Detected from the running best alone, at no extra cost.
+* ``out_scores[n, m]``: the score of candidate m; +inf for a non-candidate, and
+  +inf for every model when the row has no cluster.
+* ``out_chosen[n]``: the chosen model, or -1 when ``masks[n]`` has no candidate
+  or the row has no cluster.
+
+Numerics: each score is computed in float64 and stored as float32; the argmin
+is taken over the stored float32 values, so a decision can always be reproduced
+from ``out_scores`` and ``cost`` alone. A NaN score (e.g. an infinite cost,
+inf/inf) is worse than any number: it is chosen only when every candidate's
+score is NaN, and then by the same tie rules (lower raw cost, lower index).
 Dot products accumulate in float32 with reassociation allowed (so they
-vectorise); every centroid's dot product is computed by the same code in every
-kernel, so ``route_batch`` makes bit-identical decisions to ``route_one`` and
-duplicated centroids tie exactly (the first index wins).
+vectorise); every centroid's dot product goes through the same code whatever
+its position and whatever N, so duplicated centroids tie exactly (the first
+index wins) and a row's decision does not depend on the other rows.
 
-Compilation happens eagerly at import (explicit signatures) and is cached on
-disk (``cache=True``); ``warm_up`` exercises every kernel once so a server can
-call it before reporting SERVING.
+Compilation happens eagerly at import (explicit signature) and is cached on
+disk (``cache=True``); ``warm_up`` runs the kernel once so a server can call it
+before reporting SERVING.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit, types
 
-__all__ = [
-    "nearest_centroid",
-    "route_batch",
-    "route_one",
-    "score_candidates",
-    "soft_route_one",
-    "warm_up",
-]
+__all__ = ["route", "warm_up"]
 
 F32Array = npt.NDArray[np.float32]
 F64Array = npt.NDArray[np.float64]
@@ -66,25 +71,29 @@ BoolArray = npt.NDArray[np.bool_]
 
 # Inputs are declared read-only: numba then accepts writeable and read-only
 # (e.g. memory-mapped or frozen) arrays alike. Outputs must be writeable.
-_UniTuple: Any = types.UniTuple  # unannotated in numba; keeps --strict mypy quiet
 _F32_1D = types.Array(types.float32, 1, "C", readonly=True)
 _F32_2D = types.Array(types.float32, 2, "C", readonly=True)
-_BOOL_1D = types.Array(types.boolean, 1, "C", readonly=True)
-_F32_1D_OUT = types.Array(types.float32, 1, "C")
+_F64_1D = types.Array(types.float64, 1, "C", readonly=True)
+_BOOL_2D = types.Array(types.boolean, 2, "C", readonly=True)
+_F32_2D_OUT = types.Array(types.float32, 2, "C")
 _I64_1D_OUT = types.Array(types.int64, 1, "C")
 
-_SIG_NEAREST = types.int64(_F32_1D, _F32_2D)
-_SIG_SCORE = types.int64(_F32_2D, _F32_1D, types.int64, types.float64, _BOOL_1D, _F32_1D_OUT)
-_INT_PAIR: types.Type = _UniTuple(types.int64, 2)
-_ARRAY_PAIR: types.Type = _UniTuple(_I64_1D_OUT, 2)
-_SIG_ROUTE_ONE = _INT_PAIR(_F32_1D, _F32_2D, _F32_2D, _F32_1D, types.float64, _BOOL_1D, _F32_1D_OUT)
-_SIG_ROUTE_BATCH = _ARRAY_PAIR(_F32_2D, _F32_2D, _F32_2D, _F32_1D, types.float64, _BOOL_1D)
-_SIG_SOFT = types.int64(_F32_1D, _F32_2D, _F32_2D, _F32_1D, types.float64, _BOOL_1D, _F32_1D_OUT)
+_SIG_ROUTE = types.void(
+    _F32_2D,  # X
+    _F32_2D,  # centroids
+    _F32_2D,  # psi
+    _F32_1D,  # cost
+    _F64_1D,  # lams
+    _BOOL_2D,  # masks
+    _F32_2D_OUT,  # out_scores
+    _I64_1D_OUT,  # out_clusters
+    _I64_1D_OUT,  # out_chosen
+)
 
 
 # --------------------------------------------------------------------------- helpers
-# Helpers carry no signature: they are compiled into (and cached with) the public
-# kernels that call them, specialised to the types those kernels pass.
+# Helpers carry no signature: they are compiled into (and cached with) the kernel,
+# specialised to the types it passes.
 
 
 @njit(nogil=True, fastmath={"reassoc", "contract"})
@@ -95,6 +104,7 @@ def _dot4(
     # otherwise). reassoc lets LLVM vectorise the reductions; all four lanes get
     # the same reduction tree, so a row's dot product does not depend on its slot
     # (tests/test_kernels.py pins this with duplicated rows and ulp-level near-ties).
+    # No nnan/ninf flags: a NaN or inf in x must reach the comparisons in _nearest.
     s0 = np.float32(0.0)
     s1 = np.float32(0.0)
     s2 = np.float32(0.0)
@@ -112,9 +122,12 @@ def _dot4(
 def _nearest(x: F32Array, centroids: F32Array) -> int:
     # The tail block repeats the last row instead of switching to a scalar loop,
     # so every centroid goes through _dot4; strict '>' keeps the first index on ties.
+    # -1 when no dot product is finite: a NaN compares false with everything, so it
+    # never becomes the best, and an infinite best can only come from an inf in x
+    # (or overflow); either way the vector has no meaningful nearest centroid.
     n_clusters = centroids.shape[0]
     last = n_clusters - 1
-    best = 0
+    best = -1
     best_val = np.float32(-np.inf)
     for k in range(0, n_clusters, 4):
         k1 = min(k + 1, last)
@@ -133,6 +146,8 @@ def _nearest(x: F32Array, centroids: F32Array) -> int:
         if v3 > best_val:
             best_val = v3
             best = k3
+    if best_val == np.float32(np.inf):
+        return -1
     return best
 
 
@@ -157,8 +172,10 @@ def _cost_term(cost_m: np.float32, lam: float, max_cost: float) -> float:
 
 @njit(nogil=True)
 def _select(scores: F32Array, cost: F32Array, mask: BoolArray) -> int:
-    # Lexicographic (score, raw cost, index) minimum over candidates, using the
-    # float32 scores exactly as stored for the caller.
+    # Lexicographic (score is NaN, score, raw cost, index) minimum over candidates,
+    # using the float32 scores exactly as stored for the caller. The first two
+    # tests decide every comparison between numbers; the rest only runs when the
+    # best so far is a NaN.
     best = -1
     best_score = np.float32(np.inf)
     best_cost = np.float32(np.inf)
@@ -166,7 +183,15 @@ def _select(scores: F32Array, cost: F32Array, mask: BoolArray) -> int:
         if mask[m]:
             s = scores[m]
             c = cost[m]
-            if best < 0 or s < best_score or (s == best_score and c < best_cost):
+            if best < 0 or s < best_score:
+                better = True
+            elif s == best_score:
+                better = c < best_cost
+            elif best_score != best_score:  # the best so far is NaN
+                better = s == s or c < best_cost  # any number beats it; else tie rules
+            else:
+                better = False
+            if better:
                 best = m
                 best_score = s
                 best_cost = c
@@ -192,196 +217,87 @@ def _hard_scores(
             out_scores[m] = np.float32(np.inf)
 
 
-@njit(nogil=True)
-def _check_models(psi: F32Array, cost: F32Array, mask: BoolArray, n_clusters: int) -> None:
-    n_models = psi.shape[0]
-    if psi.shape[1] != n_clusters:
-        raise ValueError("psi must have one column per cluster")
-    if cost.shape[0] != n_models or mask.shape[0] != n_models:
-        raise ValueError("cost and mask must have one entry per model (row of psi)")
+# --------------------------------------------------------------------------- kernel
 
 
-@njit(nogil=True)
-def _check_centroids(dim: int, centroids: F32Array) -> None:
-    if centroids.shape[0] < 1:
-        raise ValueError("need at least one centroid")
-    if centroids.shape[1] != dim:
-        raise ValueError("embedding and centroid dimensions differ")
-
-
-@njit(nogil=True, fastmath={"reassoc", "contract"})
-def _weighted_row(psi: F32Array, m: int, weights: F64Array) -> float:
-    acc = 0.0
-    for k in range(weights.shape[0]):
-        acc += weights[k] * np.float64(psi[m, k])
-    return acc
-
-
-# --------------------------------------------------------------------------- kernels
-
-
-@njit(_SIG_NEAREST, cache=True, nogil=True)
-def nearest_centroid(x: F32Array, centroids: F32Array) -> int:
-    """Cluster of one embedding; shares its dot-product code with every router."""
-    _check_centroids(x.shape[0], centroids)
-    return _nearest(x, centroids)
-
-
-@njit(_SIG_SCORE, cache=True, nogil=True)
-def score_candidates(
-    psi: F32Array,
-    cost: F32Array,
-    cluster: int,
-    lam: float,
-    mask: BoolArray,
-    out_scores: F32Array,
-) -> int:
-    """Pick a model for a known cluster; scores go to out_scores so callers can log them.
-
-    Non-candidates score +inf. Returns -1 when the mask has no candidate.
-    """
-    _check_models(psi, cost, mask, psi.shape[1])
-    if out_scores.shape[0] != psi.shape[0]:
-        raise ValueError("out_scores must have one entry per model")
-    if cluster < 0 or cluster >= psi.shape[1]:
-        raise ValueError("cluster out of range")
-    max_cost = _max_candidate_cost(cost, mask)
-    _hard_scores(psi, cost, cluster, lam, mask, max_cost, out_scores)
-    return _select(out_scores, cost, mask)
-
-
-@njit(_SIG_ROUTE_ONE, cache=True, nogil=True)
-def route_one(
-    x: F32Array,
-    centroids: F32Array,
-    psi: F32Array,
-    cost: F32Array,
-    lam: float,
-    mask: BoolArray,
-    out_scores: F32Array,
-) -> tuple[int, int]:
-    """One full decision in one compiled call, to pay the dispatch overhead once.
-
-    Returns (cluster, chosen); chosen is -1 when the mask has no candidate.
-    """
-    _check_centroids(x.shape[0], centroids)
-    _check_models(psi, cost, mask, centroids.shape[0])
-    if out_scores.shape[0] != psi.shape[0]:
-        raise ValueError("out_scores must have one entry per model")
-    cluster = _nearest(x, centroids)
-    max_cost = _max_candidate_cost(cost, mask)
-    _hard_scores(psi, cost, cluster, lam, mask, max_cost, out_scores)
-    return cluster, _select(out_scores, cost, mask)
-
-
-@njit(_SIG_ROUTE_BATCH, cache=True, nogil=True)
-def route_batch(
+@njit(_SIG_ROUTE, cache=True, nogil=True)
+def route(
     X: F32Array,
     centroids: F32Array,
     psi: F32Array,
     cost: F32Array,
-    lam: float,
-    mask: BoolArray,
-) -> tuple[I64Array, I64Array]:
-    """Many decisions per call for offline evaluation and batched requests.
+    lams: F64Array,
+    masks: BoolArray,
+    out_scores: F32Array,
+    out_clusters: I64Array,
+    out_chosen: I64Array,
+) -> None:
+    """N routing decisions, one per row of X; see the module docstring for the contract.
 
-    Identical, row by row, to route_one (same dot-product code, so no
-    near-tie can flip), with one scratch buffer and one max-cost pass per batch.
-    Returns (clusters int64[N], chosen int64[N]); chosen is -1 for an empty mask.
+    Row n: out_clusters[n] is X[n]'s nearest centroid (-1 if X[n] is not finite),
+    out_scores[n] the candidates' scores (+inf for non-candidates) and out_chosen[n]
+    the chosen model (-1 if there is no candidate or no cluster).
     """
-    _check_centroids(X.shape[1], centroids)
-    _check_models(psi, cost, mask, centroids.shape[0])
     n_rows = X.shape[0]
-    clusters = np.empty(n_rows, dtype=np.int64)
-    chosen = np.empty(n_rows, dtype=np.int64)
-    scratch = np.empty(psi.shape[0], dtype=np.float32)
-    max_cost = _max_candidate_cost(cost, mask)
+    n_clusters = centroids.shape[0]
+    n_models = psi.shape[0]
+    if n_clusters < 1:
+        raise ValueError("need at least one centroid")
+    if centroids.shape[1] != X.shape[1]:
+        raise ValueError("embedding and centroid dimensions differ")
+    if psi.shape[1] != n_clusters:
+        raise ValueError("psi must have one column per cluster")
+    if cost.shape[0] != n_models:
+        raise ValueError("cost must have one entry per model (row of psi)")
+    if lams.shape[0] != n_rows or masks.shape[0] != n_rows:
+        raise ValueError("lams and masks must have one row per embedding")
+    if masks.shape[1] != n_models:
+        raise ValueError("masks must have one column per model")
+    if out_scores.shape[0] != n_rows or out_scores.shape[1] != n_models:
+        raise ValueError("out_scores must be N x M")
+    if out_clusters.shape[0] != n_rows or out_chosen.shape[0] != n_rows:
+        raise ValueError("out_clusters and out_chosen must have one entry per embedding")
     for n in range(n_rows):
         cluster = _nearest(X[n], centroids)
-        clusters[n] = cluster
-        if max_cost < 0.0:
-            chosen[n] = -1
-        else:
-            _hard_scores(psi, cost, cluster, lam, mask, max_cost, scratch)
-            chosen[n] = _select(scratch, cost, mask)
-    return clusters, chosen
-
-
-@njit(_SIG_SOFT, cache=True, nogil=True)
-def soft_route_one(
-    x: F32Array,
-    theta: F32Array,
-    psi: F32Array,
-    cost: F32Array,
-    lam: float,
-    mask: BoolArray,
-    out_scores: F32Array,
-) -> int:
-    """LearnedMap routing: error rates blended by softmax(theta @ x) over clusters.
-
-    Same tie rules and out_scores convention as route_one; returns chosen or -1.
-    Allocates one K-length float64 buffer for the weights.
-    """
-    _check_centroids(x.shape[0], theta)
-    _check_models(psi, cost, mask, theta.shape[0])
-    if out_scores.shape[0] != psi.shape[0]:
-        raise ValueError("out_scores must have one entry per model")
-    max_cost = _max_candidate_cost(cost, mask)
-    if max_cost < 0.0:
-        out_scores[:] = np.float32(np.inf)
-        return -1
-
-    n_clusters = theta.shape[0]
-    last = n_clusters - 1
-    weights = np.empty(n_clusters, dtype=np.float64)
-    for k in range(0, n_clusters, 4):
-        k1 = min(k + 1, last)
-        k2 = min(k + 2, last)
-        k3 = min(k + 3, last)
-        v0, v1, v2, v3 = _dot4(x, theta, k, k1, k2, k3)
-        weights[k] = v0
-        weights[k1] = v1
-        weights[k2] = v2
-        weights[k3] = v3
-    # Subtracting the max keeps exp() in range for arbitrarily large logits.
-    top = weights.max()
-    total = 0.0
-    for k in range(n_clusters):
-        e = np.exp(weights[k] - top)
-        weights[k] = e
-        total += e
-    for k in range(n_clusters):
-        weights[k] /= total
-
-    for m in range(psi.shape[0]):
-        if mask[m]:
-            out_scores[m] = np.float32(
-                _weighted_row(psi, m, weights) + _cost_term(cost[m], lam, max_cost)
-            )
-        else:
-            out_scores[m] = np.float32(np.inf)
-    return _select(out_scores, cost, mask)
+        out_clusters[n] = cluster
+        scores = out_scores[n]
+        if cluster < 0:
+            scores[:] = np.float32(np.inf)
+            out_chosen[n] = -1
+            continue
+        mask = masks[n]
+        max_cost = _max_candidate_cost(cost, mask)
+        _hard_scores(psi, cost, cluster, lams[n], mask, max_cost, scores)
+        out_chosen[n] = _select(scores, cost, mask)
 
 
 def warm_up() -> None:
-    """Run every kernel once so cache loading and first-call costs land at start-up.
+    """Run the kernel once so cache loading and first-call costs land at start-up.
 
     Call before reporting SERVING; the first real request then pays only the
     decision itself.
     """
     rng = np.random.default_rng(0)
-    dim, n_clusters, n_models = 8, 3, 2
+    dim, n_clusters, n_models, n_rows = 8, 3, 2, 3
     centroids = rng.standard_normal((n_clusters, dim)).astype(np.float32)
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    x = np.ascontiguousarray(centroids[1])
     X = np.ascontiguousarray(centroids[::-1])
     psi = rng.random((n_models, n_clusters)).astype(np.float32)
     cost = np.array([1.0, 2.0], dtype=np.float32)
-    mask = np.ones(n_models, dtype=np.bool_)
-    out_scores = np.empty(n_models, dtype=np.float32)
-
-    nearest_centroid(x, centroids)
-    score_candidates(psi, cost, 0, 0.5, mask, out_scores)
-    route_one(x, centroids, psi, cost, 0.5, mask, out_scores)
-    route_batch(X, centroids, psi, cost, 0.5, mask)
-    soft_route_one(x, centroids, psi, cost, 0.5, mask, out_scores)
+    lams = np.full(n_rows, 0.5)
+    masks = np.ones((n_rows, n_models), dtype=np.bool_)
+    out_scores = np.empty((n_rows, n_models), dtype=np.float32)
+    out_clusters = np.empty(n_rows, dtype=np.int64)
+    out_chosen = np.empty(n_rows, dtype=np.int64)
+    route(X, centroids, psi, cost, lams, masks, out_scores, out_clusters, out_chosen)
+    route(
+        X[:1],
+        centroids,
+        psi,
+        cost,
+        lams[:1],
+        masks[:1],
+        out_scores[:1],
+        out_clusters[:1],
+        out_chosen[:1],
+    )

@@ -4,18 +4,26 @@ Writers build a complete new table and publish it with one reference
 assignment (read-copy-update). A Route reads ``holder.current`` once and uses
 that table for the whole request, so it never locks and never sees a
 half-applied change.
+
+Immutable means it: every array is a read-only view of the table's own
+read-only copy (a write raises ValueError, and so does setting the view's
+``writeable`` flag back on), and ``index`` is a read-only mapping. So anything
+handed out from a table, e.g. ``all_candidates`` as a Route's mask, cannot be
+changed by one request under another, and nothing the caller passed in is
+shared with the table.
 """
 
 from __future__ import annotations
 
 import threading
+import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._errors import NotFound
-from ._registry import ModelRecord, Snapshot
+from ._errors import InvalidArgument, NotFound
+from ._records import ModelRecord, Snapshot
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,8 +37,15 @@ class RoutingTable:
     psi: np.ndarray  # float32 (M, K)
     costs: np.ndarray  # float32 (M,)
     names: tuple[str, ...]  # registration order; index i is row i of psi
-    index: Mapping[str, int] = field(repr=False)
+    index: Mapping[str, int] = field(repr=False)  # read-only name -> row
     all_candidates: np.ndarray = field(repr=False)  # bool (M,), all True
+
+    def __post_init__(self) -> None:
+        # Whatever the caller passed (build() or direct construction), the table
+        # keeps frozen copies of its own; a few KB per table build.
+        for name in ("centroids", "psi", "costs", "all_candidates"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+        object.__setattr__(self, "index", types.MappingProxyType(dict(self.index)))
 
     @classmethod
     def build(
@@ -48,13 +63,23 @@ class RoutingTable:
         for row, model in enumerate(models):
             psi[row] = model.error_rates
         names = tuple(m.name for m in models)
+        with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
+            costs = np.asarray([m.cost for m in models], dtype=np.float64).astype(np.float32)
+        bad = ~np.isfinite(costs)
+        if bad.any():
+            # inf/inf would make a NaN score; the registry bounds costs, this is the backstop.
+            row = int(np.flatnonzero(bad)[0])
+            raise InvalidArgument(
+                f"model {names[row]!r}: cost {models[row].cost!r} is not a finite float32 "
+                f"(at most {float(np.finfo(np.float32).max):.4g})"
+            )
         return cls(
             revision=revision,
             clustering_version=clustering_version,
             embedder_fingerprint=embedder_fingerprint,
-            centroids=np.ascontiguousarray(centroids, dtype=np.float32),
-            psi=np.ascontiguousarray(psi),
-            costs=np.asarray([m.cost for m in models], dtype=np.float32),
+            centroids=np.asarray(centroids, dtype=np.float32),
+            psi=psi,
+            costs=costs,
             names=names,
             index={name: i for i, name in enumerate(names)},
             all_candidates=np.ones(len(models), dtype=np.bool_),
@@ -102,6 +127,13 @@ class RoutingTable:
                 f"registered: {', '.join(self.names) or 'none'}"
             )
         return mask
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy, read-only, seen through a view so the flag cannot be turned back on."""
+    own = np.array(array, order="C", copy=True)
+    own.flags.writeable = False
+    return own.view()
 
 
 class TableHolder:

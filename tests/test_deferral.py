@@ -54,8 +54,13 @@ def test_route_sweep_agrees_with_the_sidecar_kernel_including_ties() -> None:
     mask = np.ones(m, dtype=np.bool_)
     lambdas = [0.0, 0.01, 0.1, 0.3, 1.0 / 3.0, 0.5, 1.0, 10.0]
     swept = deferral.route_sweep(psi[:, clusters].T, cost, lambdas)
+    masks = np.ascontiguousarray(np.broadcast_to(mask, (n, m)))
+    scores = np.empty((n, m), dtype=np.float32)
+    got_clusters = np.empty(n, dtype=np.int64)
+    chosen = np.empty(n, dtype=np.int64)
     for row, lam in enumerate(lambdas):
-        got_clusters, chosen = _kernels.route_batch(x, centroids, psi, cost, lam, mask)
+        lams = np.full(n, lam)
+        _kernels.route(x, centroids, psi, cost, lams, masks, scores, got_clusters, chosen)
         assert got_clusters.tolist() == clusters.tolist()
         assert swept[row].tolist() == chosen.tolist(), lam
 

@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 
 from sidecar._clustering import Clustering, normalize_rows
-from sidecar._errors import NotFound
-from sidecar._registry import ActiveClustering, ModelRecord, Registry, Snapshot
+from sidecar._errors import InvalidArgument, NotFound
+from sidecar._kernels import route
+from sidecar._records import ActiveClustering, ModelRecord, Snapshot
+from sidecar._registry import Registry
+from sidecar._store import open_store
 from sidecar._table import RoutingTable, TableHolder
 
 K, D = 3, 8
@@ -112,12 +115,97 @@ def test_table_is_immutable() -> None:
         t.revision = 8  # type: ignore[misc]
 
 
+@pytest.mark.parametrize("name", ["centroids", "psi", "costs", "all_candidates"])
+def test_every_array_is_read_only(name: str) -> None:
+    t = build()
+    array = getattr(t, name)
+    assert not array.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        array[...] = array[...]
+    with pytest.raises(ValueError):
+        array.flags.writeable = True  # an own, frozen array cannot be thawed
+
+
+def test_index_is_read_only() -> None:
+    t = build()
+    with pytest.raises(TypeError):
+        t.index["new"] = 5  # type: ignore[index]
+    assert dict(t.index) == {"zeta": 0, "alpha": 1}
+
+
+def test_build_copies_its_inputs() -> None:
+    source = centroids()
+    rates = [0.1, 0.2, 0.3]
+    model = record("m", 1.0, rates)
+    t = build(models=[model], centroids=source)
+    source[0, 0] = 99.0
+    model.error_rates[0] = 0.99
+    assert t.centroids[0, 0] != 99.0
+    assert t.psi[0, 0] == np.float32(0.1)
+    assert source.flags.writeable  # the caller's arrays are left as they were
+
+
+def test_direct_construction_is_frozen_too() -> None:
+    # RoutingTable(...) without build(): the arrays are still copied and frozen.
+    psi = np.zeros((1, K), dtype=np.float32)
+    t = RoutingTable(
+        revision=1,
+        clustering_version="v1",
+        embedder_fingerprint="fp",
+        centroids=centroids(),
+        psi=psi,
+        costs=np.ones(1, dtype=np.float32),
+        names=("m",),
+        index={"m": 0},
+        all_candidates=np.ones(1, dtype=np.bool_),
+    )
+    for array in (t.centroids, t.psi, t.costs, t.all_candidates):
+        assert not array.flags.writeable
+    assert psi.flags.writeable and t.psi is not psi
+    with pytest.raises(TypeError):
+        t.index["x"] = 1  # type: ignore[index]
+
+
+def test_from_snapshot_arrays_are_read_only(reg: Registry) -> None:
+    reg.activate_clustering(clustering())
+    reg.register_model("m-a", 1.0, error_rates=[0.3, 0.2, 0.1])
+    t = RoutingTable.from_snapshot(reg.snapshot())
+    assert t is not None
+    for array in (t.centroids, t.psi, t.costs, t.all_candidates):
+        assert not array.flags.writeable
+
+
+def test_the_frozen_arrays_feed_the_kernel_as_they_are() -> None:
+    t = build()
+    x = np.ascontiguousarray(t.centroids[1:2])
+    scores = np.empty((1, t.size), dtype=np.float32)
+    clusters = np.empty(1, dtype=np.int64)
+    chosen = np.empty(1, dtype=np.int64)
+    masks = t.all_candidates[None, :]  # one Route: a 1 x M view, no copy
+    route(x, t.centroids, t.psi, t.costs, np.zeros(1), masks, scores, clusters, chosen)
+    assert clusters[0] == 1
+    assert chosen[0] == 1  # λ = 0, cluster 1: alpha's 0.123456789 beats zeta's 0.2
+    np.testing.assert_array_equal(scores[0], t.psi[:, 1])
+
+
+@pytest.mark.parametrize("cost", [1e39, float("inf"), float("nan"), -float("inf")])
+def test_a_cost_that_is_not_a_finite_float32_is_refused(cost: float) -> None:
+    with pytest.raises(InvalidArgument, match="cost"):
+        build(models=[record("big", cost, [0.1, 0.2, 0.3])])
+
+
+def test_the_largest_float32_cost_is_accepted() -> None:
+    top = float(np.finfo(np.float32).max)
+    t = build(models=[record("big", top, [0.1, 0.2, 0.3])])
+    assert np.isfinite(t.costs).all()
+
+
 # ------------------------------------------------------------------------ from_snapshot
 
 
 @pytest.fixture
 def reg(tmp_path: Path) -> Iterator[Registry]:
-    r = Registry(tmp_path / "r.db")
+    r = Registry(open_store(tmp_path / "r.db"))
     yield r
     r.close()
 
