@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,21 @@ DEFAULT_HEAD_TAIL_HEAD = 64
 # bench/RESULTS.md), so the default keeps both ends.
 DEFAULT_TRUNCATION = "head_tail:64"
 
+# Cutting a long text before tokenising it (see TokenWindow.cut). Each level
+# assumes a token spans at most this many characters of text; a cut whose
+# pieces turn out to hold too few tokens is retried at the next level, then
+# the whole text is tokenised. 8 covers prose and code with room to spare; 64
+# covers text full of long words and URLs; only text that is mostly
+# 100+-character "words" (one [UNK] each) or has no cut point falls through.
+CUT_CHARS_PER_TOKEN = (8, 64)
+# Where a cut never changes the tokens on either side: the BERT normaliser and
+# pre-tokeniser split words at these whitespace characters, and put every CJK
+# Unified Ideograph (U+4E00-U+9FFF) in a word of its own. Any other character
+# (letters, punctuation, emoji, combining marks, zero-width or control
+# characters, other scripts' spaces) may join with its neighbours in the
+# normaliser (NFD, accent stripping, control removal), so it is never a cut.
+_CUT_POINT = re.compile("[ \t\n\r\u4e00-\u9fff]")
+
 
 @dataclass(frozen=True)
 class TokenWindow:
@@ -77,6 +93,69 @@ class TokenWindow:
     @property
     def spec(self) -> str:
         return f"head_tail:{self.head}" if self.mode == "head_tail" else self.mode
+
+    def cut(self, text: str, chars_per_token: int) -> list[str] | None:
+        """Pieces of a long text that hold every token this window keeps, or None.
+
+        ``head`` gives a prefix, ``tail`` a suffix and ``head_tail`` both; each
+        ends or starts at a cut point (see ``_CUT_POINT``), so its tokens are
+        exactly the first or last tokens of the whole text. A piece is sized for
+        the tokens it must supply at ``chars_per_token`` characters each (plus
+        one token, so an overflow can be seen): the nearest cut point beyond
+        that size, if there is one within twice that size. None when
+        the pieces would not be less than half the text, or when no cut point
+        lies in the search range; the caller then tokenises the whole text (or
+        tries a larger ``chars_per_token``). Whether the pieces really hold
+        enough tokens is checked after tokenising, by ``join``.
+        """
+        keep = self.max_tokens - 2
+        if self.mode == "head":
+            head_tokens, tail_tokens = keep + 1, 0
+        elif self.mode == "tail":
+            head_tokens, tail_tokens = 0, keep + 1
+        else:
+            head_tokens, tail_tokens = self.head + 1, keep - self.head + 1
+        n = len(text)
+        head_chars, tail_chars = head_tokens * chars_per_token, tail_tokens * chars_per_token
+        if 4 * (head_chars + tail_chars) > n:
+            return None
+        pieces = []
+        if head_chars:
+            # The first cut point after head_chars: the prefix holds at least that much text.
+            found = _CUT_POINT.search(text, head_chars, 2 * head_chars)
+            if found is None:
+                return None
+            pieces.append(text[: found.start()])
+        if tail_chars:
+            # The last cut point before n - tail_chars (searched in the reversed range).
+            found = _CUT_POINT.search(text[n - 2 * tail_chars : n - tail_chars][::-1])
+            if found is None:
+                return None
+            pieces.append(text[n - tail_chars - 1 - found.start() :])
+        return pieces
+
+    def join(self, pieces: Sequence[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64] | None:
+        """Untruncated ids of ``cut``'s pieces, or None if they may miss a kept token.
+
+        Takes each piece's [CLS] ... [SEP] ids (``tail`` and ``head_tail`` only:
+        ``head`` is checked by the tokenizer's own overflow). Returns [CLS],
+        the pieces' tokens, [SEP]: a sequence that ``apply`` cuts to exactly
+        what it cuts the whole text's ids to, because the pieces' tokens are
+        the whole text's first and last tokens, the head piece supplies at
+        least ``head`` of them, the tail piece the rest, and together they
+        overflow max_tokens (so the whole text, which holds them all, does too).
+        """
+        keep = self.max_tokens - 2
+        if self.mode == "tail":
+            (tail,) = pieces
+            return tail if tail.shape[0] - 2 > keep else None
+        if self.mode != "head_tail":
+            raise ValueError(f"join is for tail and head_tail windows, not {self.mode}")
+        head, tail = pieces
+        n_head, n_tail = head.shape[0] - 2, tail.shape[0] - 2
+        if n_head < self.head or n_tail < keep - self.head or n_head + n_tail <= keep:
+            return None
+        return np.concatenate((head[:-1], tail[1:]))
 
     def apply(self, ids: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], bool]:
         """Cuts an untruncated [CLS] ... [SEP] sequence down to max_tokens."""
@@ -316,15 +395,61 @@ class Embedder:
     # -- stages (split so benchmarks can time tokenising and inference apart) --
 
     def encode(self, text: str) -> Encoded:
-        """Tokenise one text without padding, cut to max_tokens by the truncation strategy."""
+        """Tokenise one text without padding, cut to max_tokens by the truncation strategy.
+
+        A long text is first cut to the pieces the strategy keeps tokens from
+        (``TokenWindow.cut``), so a 250 KB prompt costs about what a few KB do;
+        the ids are always identical to tokenising the whole text (pieces that
+        cannot be shown to hold every kept token are retried larger, then the
+        whole text is tokenised).
+        """
+        return self._encode_cut(text, CUT_CHARS_PER_TOKEN)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[Encoded]:
+        """``encode`` for many texts, tokenised together (in parallel, in Rust)."""
+        first = CUT_CHARS_PER_TOKEN[0]
+        plans = [self._window.cut(text, first) for text in texts]
+        flat = [piece for text, plan in zip(texts, plans, strict=True) for piece in plan or [text]]
+        encodings = iter(self._tokenizer.encode_batch(flat))
+        out = []
+        for text, plan in zip(texts, plans, strict=True):
+            if plan is None:
+                out.append(self._encoded(next(encodings)))
+                continue
+            got = self._from_pieces([next(encodings) for _ in plan])
+            out.append(got if got is not None else self._encode_cut(text, CUT_CHARS_PER_TOKEN[1:]))
+        return out
+
+    def _encode_cut(self, text: str, levels: Sequence[int]) -> Encoded:
+        for chars_per_token in levels:
+            pieces = self._window.cut(text, chars_per_token)
+            if pieces is not None:
+                got = self._from_pieces([self._tokenizer.encode(piece) for piece in pieces])
+                if got is not None:
+                    return got
         return self._encoded(self._tokenizer.encode(text))
+
+    def _from_pieces(self, encodings: Sequence[Encoding]) -> Encoded | None:
+        """The Encoded of ``TokenWindow.cut``'s pieces, or None if they may miss kept tokens."""
+        if self._window.mode == "head":
+            # The tokenizer truncates (head) itself: the prefix's first tokens are the
+            # whole text's, and an overflow of the prefix means one of the whole text.
+            (enc,) = encodings
+            return self._encoded(enc) if enc.overflowing else None
+        joined = self._window.join([np.asarray(e.ids, dtype=np.int64) for e in encodings])
+        return None if joined is None else self._windowed(joined)
 
     def _encoded(self, enc: Encoding) -> Encoded:
         ids = np.asarray(enc.ids, dtype=np.int64)
         if self._window.mode == "head":
-            truncated = bool(enc.overflowing)
-        else:
-            ids, truncated = self._window.apply(ids)
+            return self._packed(ids, bool(enc.overflowing))
+        return self._windowed(ids)
+
+    def _windowed(self, ids: npt.NDArray[np.int64]) -> Encoded:
+        return self._packed(*self._window.apply(ids))
+
+    @staticmethod
+    def _packed(ids: npt.NDArray[np.int64], truncated: bool) -> Encoded:
         ids = ids.reshape(1, -1)
         return Encoded(ids, np.ones_like(ids), int(ids.shape[1]), truncated)
 
@@ -372,7 +497,7 @@ class Embedder:
 
         # Tokenise everything first (in parallel, in Rust), then sort by length so
         # padded neighbours waste little (unquantised models only; see __init__).
-        encoded = [self._encoded(e) for e in self._tokenizer.encode_batch(list(texts))]
+        encoded = self.encode_batch(list(texts))
         order = np.argsort([e.n_tokens for e in encoded], kind="stable")
         done = 0
         for start in range(0, n, batch_size):

@@ -7,10 +7,12 @@ when the artifact is missing.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from sidecar._embedder import (
     TokenWindow,
     compute_fingerprint,
     default_embedder_dir,
+    load_tokenizer,
     sha256_file,
 )
 from sidecar._errors import ArtifactError, InvalidArgument
@@ -280,3 +283,210 @@ def test_head_tail_window_keeps_cls_sep_and_both_ends() -> None:
 def test_unknown_truncation_override_is_invalid() -> None:
     with pytest.raises(InvalidArgument):
         Embedder.from_dir(default_embedder_dir(), truncation="middle")
+
+
+# ------------------------------------------------------ cutting long texts before tokenising
+
+CUT_STRATEGIES = ["head", "tail", "head_tail:64", "head_tail:10", "head_tail:200"]
+_WORD_LIST = (
+    "the of and to in is that for it as was with be by on not he this are or his from at "
+    "which but have an they you were her she there been one all we their has would when "
+    "committee proposal detail voting results published network latency throughput router "
+    "embedding cluster validation internationalisation antidisestablishmentarianism"
+)
+_WORDS = _WORD_LIST.split()
+
+
+def _prose(rng: random.Random, n_words: int) -> str:
+    words = [rng.choice(_WORDS) for _ in range(n_words)]
+    for i in range(0, n_words, 13):
+        words[i] = words[i].capitalize() + rng.choice([".", ",", ";", "!", "?", ""])
+    return " ".join(words)
+
+
+def _long_texts() -> dict[str, str]:
+    rng = random.Random(0)
+    prose = _prose(rng, 8000)
+    cjk = "".join(chr(rng.randrange(0x4E00, 0xA000)) for _ in range(20_000))
+    return {
+        "prose": prose,
+        "prose_250k": (prose + " ") * 6,
+        "code": "def f(x):\n\treturn {'k': x**2, \"v\": [1, 2, 3]}  # note\r\n" * 600,
+        "giant_word": "a" * 60_000,
+        "giant_word_then_prose": "x" * 30_000 + " " + prose,
+        "prose_then_giant_word": prose + " " + "y" * 30_000,
+        "hundred_char_words": " ".join(["q" * 101] * 600),  # one [UNK] per 102 characters
+        "long_words": " ".join(
+            "".join(rng.choices("abcdefgh", k=rng.randint(20, 60))) for _ in range(900)
+        ),
+        "cjk_no_spaces": cjk,
+        "cjk_mixed": "中文abc字符😀测试。" * 2000,
+        "kana_no_spaces": "ひらがなカタカナ" * 3000,
+        "hangul": "한국어 텍스트입니다 " * 2000,
+        "emoji": "😀🎉 hello 👍🏽 wörld " * 2000,
+        "emoji_no_spaces": "😀🎉👍🏽" * 5000,
+        "combining": "cafe\u0301 nai\u0308ve \u0301\u0302x e\u0301\u0301\u0301 Å\u030a " * 2000,
+        "special_tokens": "[CLS] hello [SEP][MASK]x [PAD] [UNK]world " * 1500,
+        "controls": "a\x00b \ufffd c\u200bd \x1c e\u00a0f\u3000g\u2028h İß ﬁ " * 1500,
+        "spaces": " " * 50_000 + "the end",
+        "newlines": "line one\n\n\r\n\tline two\n" * 3000,
+    }
+
+
+LONG_TEXTS = _long_texts()
+_PIECES = [
+    *"abcXYZ \t\n\r.,!?'\"-_()[]{}#$%0123456789",
+    *["é", "e\u0301", "\u0301", "\u0308", "中", "文", "字", "ひ", "カ", "한", "😀", "👍🏽"],
+    *["\u200b", "\x00", "\x1c", "\u00a0", "\u3000", "\ufffd", "İ", "ß", "ﬁ", "Ω", "\u2028"],
+    *["[MASK]", "[SEP]", "[CLS", "supercalifragilistic", "q" * 101, "the ", "router "],
+]
+
+
+def _fuzz_text(seed: int) -> str:
+    rng = random.Random(seed)
+    weights = [rng.random() ** 3 for _ in _PIECES]  # each seed favours different pieces
+    return "".join(rng.choices(_PIECES, weights, k=rng.randint(3_000, 12_000)))
+
+
+@pytest.fixture(scope="module")
+def windowed() -> dict[str, Embedder]:
+    return {s: Embedder.from_dir(default_embedder_dir(), truncation=s) for s in CUT_STRATEGIES}
+
+
+@pytest.fixture(scope="module")
+def reference() -> Callable[[str, str], tuple[list[int], bool]]:
+    """Today's whole-text tokenising: the tokenizer on the whole text, then the window."""
+    path = default_embedder_dir() / TOKENIZER_FILE
+    truncating = load_tokenizer(path, 256)
+    whole = load_tokenizer(path, 256)
+    whole.no_truncation()
+
+    def encode(spec: str, text: str) -> tuple[list[int], bool]:
+        window = TokenWindow.parse(spec, 256)
+        if window.mode == "head":
+            enc = truncating.encode(text)
+            return list(enc.ids), bool(enc.overflowing)
+        ids, truncated = window.apply(np.asarray(whole.encode(text).ids, dtype=np.int64))
+        return ids.tolist(), truncated
+
+    return encode
+
+
+class _Recorder:
+    """Stands in for the tokenizer and records the length of every text it is given."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.lengths: list[int] = []
+
+    def encode(self, text: str) -> Any:
+        self.lengths.append(len(text))
+        return self.inner.encode(text)
+
+    def encode_batch(self, texts: list[str]) -> Any:
+        self.lengths.extend(len(t) for t in texts)
+        return self.inner.encode_batch(texts)
+
+
+def _check_same(got: Any, expected: tuple[list[int], bool], label: str) -> None:
+    ids, truncated = expected
+    assert got.ids[0].tolist() == ids, label
+    assert got.mask.shape == got.ids.shape and int(got.mask.sum()) == len(ids), label
+    assert got.n_tokens == len(ids) and got.truncated == truncated, label
+
+
+@pytest.mark.parametrize("spec", CUT_STRATEGIES)
+@pytest.mark.parametrize("name", sorted(LONG_TEXTS))
+def test_cut_long_texts_tokenise_exactly_like_the_whole_text(
+    windowed: dict[str, Embedder],
+    reference: Callable[[str, str], tuple[list[int], bool]],
+    spec: str,
+    name: str,
+) -> None:
+    text = LONG_TEXTS[name]
+    _check_same(windowed[spec].encode(text), reference(spec, text), f"{spec} {name}")
+
+
+@pytest.mark.parametrize("spec", CUT_STRATEGIES)
+def test_cut_is_identical_on_fuzzed_texts_and_in_batches(
+    windowed: dict[str, Embedder],
+    reference: Callable[[str, str], tuple[list[int], bool]],
+    spec: str,
+) -> None:
+    texts = [_fuzz_text(seed) for seed in range(24)]
+    texts += [t[:n] for t in LONG_TEXTS.values() for n in (300, 5_000, 9_000)]  # around the limits
+    texts += MIXED
+    expected = [reference(spec, t) for t in texts]
+    for i, (text, want) in enumerate(zip(texts, expected, strict=True)):
+        _check_same(windowed[spec].encode(text), want, f"{spec} text {i}")
+    batch = windowed[spec].encode_batch(texts)
+    for i, (got, want) in enumerate(zip(batch, expected, strict=True)):
+        _check_same(got, want, f"{spec} batch text {i}")
+
+
+@pytest.mark.parametrize("spec", CUT_STRATEGIES)
+def test_a_250kb_prompt_is_tokenised_from_a_few_kb(
+    windowed: dict[str, Embedder],
+    reference: Callable[[str, str], tuple[list[int], bool]],
+    spec: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    embedder = windowed[spec]
+    text = LONG_TEXTS["prose_250k"]
+    assert len(text) > 250_000
+    recorder = _Recorder(embedder._tokenizer)
+    monkeypatch.setattr(embedder, "_tokenizer", recorder)
+    got = embedder.encode(text)
+    batch = embedder.embed_batch([text, "short"])
+    # First level of the cut: at most two pieces of at most 2 x 8 characters per kept token.
+    bound = 2 * 8 * 256
+    assert 0 < len(recorder.lengths) <= 2 + 3 and max(recorder.lengths) <= bound, recorder.lengths
+    assert sum(recorder.lengths) <= 2 * bound
+    _check_same(got, reference(spec, text), spec)
+    assert batch.n_tokens[0] == 256 and batch.truncated[0]
+    assert _cos(batch.vectors[0], embedder.run(got.ids, got.mask)[0]) > 0.9999
+
+
+@pytest.mark.parametrize("name", ["giant_word", "hundred_char_words", "kana_no_spaces"])
+def test_texts_without_safe_cut_points_fall_back_to_the_whole_text(
+    windowed: dict[str, Embedder], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedder = windowed["head_tail:64"]
+    recorder = _Recorder(embedder._tokenizer)
+    monkeypatch.setattr(embedder, "_tokenizer", recorder)
+    embedder.encode(LONG_TEXTS[name])
+    assert recorder.lengths[-1] == len(LONG_TEXTS[name])
+
+
+def test_token_window_cut_pieces() -> None:
+    text = " ".join(["word"] * 5000)  # 24,999 characters
+    head = TokenWindow.parse("head", 256)
+    assert head.cut("short text", 8) is None
+    assert head.cut(text[:8000], 8) is None  # not worth it: the piece would be over a quarter
+    (prefix,) = head.cut(text, 8) or []
+    assert text.startswith(prefix) and text[len(prefix)] == " "
+    assert 255 * 8 <= len(prefix) < 255 * 8 + 5  # enough for 254 kept tokens + 1 to overflow
+    (suffix,) = TokenWindow.parse("tail", 256).cut(text, 8) or []
+    assert text.endswith(suffix) and suffix[0] == " " and 255 * 8 < len(suffix) <= 255 * 8 + 5
+    first, last = TokenWindow.parse("head_tail:64", 256).cut(text, 8) or []
+    assert text.startswith(first) and text.endswith(last)
+    assert len(first) + len(last) < len(text)
+    assert 65 * 8 <= len(first) < 65 * 8 + 5 and 191 * 8 < len(last) <= 191 * 8 + 5
+    assert TokenWindow.parse("head", 256).cut("x" * 30_000, 8) is None  # no cut point
+    assert TokenWindow.parse("tail", 256).cut("中" * 30_000, 8) is not None  # ideographs are
+
+
+def test_token_window_join_refuses_pieces_that_may_miss_kept_tokens() -> None:
+    window = TokenWindow.parse("head_tail:3", 10)  # keeps 3 + 5 body tokens
+
+    def seq(n: int) -> np.ndarray:
+        return np.arange(n + 2, dtype=np.int64)  # [CLS], n tokens, [SEP]
+
+    assert window.join([seq(3), seq(6)]) is not None
+    assert window.join([seq(2), seq(9)]) is None  # the head piece is short of 3
+    assert window.join([seq(9), seq(4)]) is None  # the tail piece is short of 5
+    assert window.join([seq(3), seq(5)]) is None  # 8 tokens do not overflow 10 - 2
+    tail = TokenWindow.parse("tail", 10)
+    assert tail.join([seq(9)]) is not None and tail.join([seq(8)]) is None
+    with pytest.raises(ValueError):
+        TokenWindow.parse("head", 10).join([seq(20)])
