@@ -9,8 +9,12 @@ EMBEDDER := $(EMBEDDER_DIR)/manifest.json
 LISTEN ?= 127.0.0.1:50051
 DB ?= var/registry.db
 GEN := sidecar/_gen/uniroute/v1
+# buf (proto lint) comes from the npm registry, pinned, into a local folder.
+BUF_VERSION := 1.75.0
+TOOLS := .tools
+BUF := $(TOOLS)/node_modules/.bin/buf
 
-.PHONY: install embedder run test lint typecheck proto starter bench bench-quick clean
+.PHONY: install embedder run test test-quick lint typecheck proto starter bench bench-quick clean
 
 install: $(STAMP)
 
@@ -39,15 +43,20 @@ $(EMBEDDER): sidecar/_export.py sidecar/_embedder.py | $(STAMP)
 run: $(STAMP) $(EMBEDDER)
 	$(BIN)/sidecar serve --listen $(LISTEN) --db $(DB)
 
-test: $(STAMP) $(EMBEDDER) lint typecheck
+test: $(STAMP) $(EMBEDDER) lint
 	$(BIN)/python -m pytest -q
+
+# The inner loop: the tests without lint, type check or the tests marked slow
+# (the soak and anything else over ~20 s). `make test` still runs everything.
+test-quick: $(STAMP) $(EMBEDDER)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy sidecar tests bench
+	$(BIN)/mypy sidecar tests bench tools
 
 # Regenerate the protobuf/gRPC code from proto/. Never edit sidecar/_gen.
 proto: $(STAMP)
@@ -58,7 +67,8 @@ proto: $(STAMP)
 		proto/uniroute/v1/*.proto
 	touch sidecar/_gen/uniroute/__init__.py $(GEN)/__init__.py
 
-# Refit the shipped starter clustering from its synthetic prompts.
+# Refit the shipped starter clustering from its synthetic prompts (which
+# tools/starter/generate.py writes; see sidecar/data/starter/README.md).
 starter: $(STAMP) $(EMBEDDER)
 	$(BIN)/sidecar fit --train sidecar/data/starter/train.jsonl \
 		--val sidecar/data/starter/val.jsonl -k 12 --seed 0 --out sidecar/data/starter
@@ -76,4 +86,4 @@ bench-quick: $(STAMP) $(EMBEDDER)
 	$(BIN)/python -m bench.run_all --quick
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache

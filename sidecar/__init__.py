@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 from ._errors import (
     AlreadyExists,
     ArtifactError,
+    Compacted,
+    EmbedderMismatch,
+    EmbeddingFailed,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -24,18 +27,22 @@ if TYPE_CHECKING:
     from ._clustering import Clustering, fit_clustering, load_clustering, save_clustering
     from ._embedder import Embedder, default_embedder_dir
     from ._profiles import Profile, profile_from_rates, profile_from_results
-    from ._registry import ModelRecord, Registry, Snapshot
+    from ._records import ModelRecord, Snapshot
+    from ._registry import Registry
     from ._router import Decision, Query, Router
-    from ._server import ServerConfig, Sidecar, serve
+    from ._server import ServerConfig, Sidecar, build, serve
+    from ._store import Store, open_store
     from ._table import RoutingTable, TableHolder
 
 _LAZY = {
     "_clustering": ("Clustering", "fit_clustering", "load_clustering", "save_clustering"),
     "_embedder": ("Embedder", "default_embedder_dir"),
     "_profiles": ("Profile", "profile_from_rates", "profile_from_results"),
-    "_registry": ("ModelRecord", "Registry", "Snapshot"),
+    "_records": ("ModelRecord", "Snapshot"),
+    "_registry": ("Registry",),
     "_router": ("Decision", "Query", "Router"),
-    "_server": ("ServerConfig", "Sidecar", "serve"),
+    "_server": ("ServerConfig", "Sidecar", "build", "serve"),
+    "_store": ("Store", "open_store"),
     "_table": ("RoutingTable", "TableHolder"),
 }
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
@@ -54,8 +61,11 @@ __all__ = [
     "AlreadyExists",
     "ArtifactError",
     "Clustering",
+    "Compacted",
     "Decision",
     "Embedder",
+    "EmbedderMismatch",
+    "EmbeddingFailed",
     "FailedPrecondition",
     "InvalidArgument",
     "ModelRecord",
@@ -69,10 +79,13 @@ __all__ = [
     "Sidecar",
     "SidecarError",
     "Snapshot",
+    "Store",
     "TableHolder",
+    "build",
     "default_embedder_dir",
     "fit_clustering",
     "load_clustering",
+    "open_store",
     "profile_from_rates",
     "profile_from_results",
     "save_clustering",

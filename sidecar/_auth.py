@@ -36,9 +36,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
-from uniroute.v1 import registry_pb2, router_pb2
 
 from ._errors import ArtifactError, InvalidArgument
+from ._proto import registry_pb2, router_pb2
 
 log = logging.getLogger("sidecar.auth")
 

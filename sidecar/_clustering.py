@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ._errors import ArtifactError, InvalidArgument
+from ._errors import ArtifactError, EmbedderMismatch, InvalidArgument
 
 ARTIFACT_FORMAT = "uniroute.clustering/1"
 MANIFEST_NAME = "clustering.json"
@@ -196,3 +196,17 @@ def _atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:
 
 def _utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def require_embedder(clustering: Clustering, fingerprint: str, source: str) -> None:
+    """Refuses a clustering fitted with another embedder: its centroids would be meaningless.
+
+    The one check for every way a clustering arrives: start-up, ActivateClustering
+    and a follower's Watch stream.
+    """
+    if clustering.embedder_fingerprint != fingerprint:
+        raise EmbedderMismatch(
+            f"refusing clustering {clustering.version} from {source}: it was fitted with "
+            f"embedder {clustering.embedder_fingerprint[:16]}…, but this sidecar's embedder is "
+            f"{fingerprint[:16]}…; re-run `sidecar fit` with this embedder"
+        )

@@ -1,55 +1,75 @@
-"""The exception tree: every failure a caller can act on maps to one gRPC status.
+"""The exception tree: every failure the sidecar raises on purpose, each with its gRPC status.
 
-Servicers translate these into status codes in one place, so plain modules never
-import grpc just to report bad input.
+Plain modules raise these and never import grpc; the servicers translate
+``code`` (the name of a ``grpc.StatusCode``) into the call's status in one
+place, and the CLI turns them into an error line and an exit code.
+
+    SidecarError                      INTERNAL
+    ├── InvalidArgument               INVALID_ARGUMENT
+    ├── NotFound                      NOT_FOUND
+    ├── AlreadyExists                 ALREADY_EXISTS
+    ├── FailedPrecondition            FAILED_PRECONDITION
+    │   └── ArtifactError             FAILED_PRECONDITION
+    │       └── EmbedderMismatch      FAILED_PRECONDITION
+    ├── Compacted                     OUT_OF_RANGE
+    └── EmbeddingFailed               INTERNAL
 """
 
 from __future__ import annotations
-
-import grpc
 
 
 class SidecarError(Exception):
     """Base of every error the sidecar raises on purpose."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    #: The name of the grpc.StatusCode a servicer answers with.
+    code: str = "INTERNAL"
 
 
 class InvalidArgument(SidecarError):
     """The request itself is malformed: fix the input and retry."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = "INVALID_ARGUMENT"
 
 
 class NotFound(SidecarError):
     """A named model, item or clustering does not exist."""
 
-    code = grpc.StatusCode.NOT_FOUND
+    code = "NOT_FOUND"
 
 
 class AlreadyExists(SidecarError):
     """A create would overwrite something; ask for an update explicitly."""
 
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = "ALREADY_EXISTS"
 
 
 class FailedPrecondition(SidecarError):
     """The system is not in a state that allows this call (e.g. no models yet)."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = "FAILED_PRECONDITION"
 
 
-class Compacted(SidecarError):
-    """The requested history is gone; the caller must resync from a snapshot."""
-
-    code = grpc.StatusCode.OUT_OF_RANGE
-
-
-class ArtifactError(SidecarError):
-    """An on-disk artifact (embedder, clustering, database) is missing or corrupt.
+class ArtifactError(FailedPrecondition):
+    """An on-disk artifact (embedder, clustering, database) is missing, corrupt or unusable.
 
     Raised at start-up so the process exits with a clear message instead of
     half-starting.
     """
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+
+class EmbedderMismatch(ArtifactError):
+    """A clustering was fitted with another embedder than this sidecar's.
+
+    Its centroids would be meaningless for this embedder's vectors, so it is
+    refused: at start-up, in ActivateClustering, and by a follower receiving it.
+    """
+
+
+class Compacted(SidecarError):
+    """The requested history is gone; the caller must resync from a snapshot."""
+
+    code = "OUT_OF_RANGE"
+
+
+class EmbeddingFailed(SidecarError):
+    """The embedder returned an unusable vector (NaN or infinite); a bug or a broken model."""

@@ -17,15 +17,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
-from uniroute.v1 import registry_pb2, registry_pb2_grpc
 
-from ._errors import SidecarError
-from ._registry import Change, ChangeSet, Registry
-from ._wire import clustering_from_spec, model_record
+from ._clustering import Clustering, require_embedder
+from ._errors import EmbedderMismatch, SidecarError
+from ._proto import registry_pb2, registry_pb2_grpc
+from ._registry import Registry
+from ._wire import change_set_from_response, clustering_from_spec, model_record
 
 log = logging.getLogger("sidecar.follower")
 
-_EVENT_TYPES = {registry_pb2.EVENT_TYPE_PUT: "put", registry_pb2.EVENT_TYPE_DELETE: "delete"}
 _CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
@@ -42,10 +42,6 @@ def _channel_options(backoff_initial: float, backoff_max: float) -> list[tuple[s
         ("grpc.min_reconnect_backoff_ms", max(1, int(backoff_initial * 1000))),
         ("grpc.max_reconnect_backoff_ms", max(1, int(backoff_max * 1000))),
     ]
-
-
-class RefusedClustering(SidecarError):
-    """The leader's clustering was fitted with another embedder than this sidecar's."""
 
 
 @dataclass
@@ -127,7 +123,7 @@ class Follower:
                 except grpc.RpcError as exc:
                     if not self._stop.is_set():
                         self._note(f"watch stream to {self.leader} ended: {_describe(exc)}")
-                except RefusedClustering as exc:
+                except EmbedderMismatch as exc:
                     self._note(str(exc), level=logging.ERROR)
                     self.on_refused(str(exc))
                 except SidecarError as exc:
@@ -166,7 +162,7 @@ class Follower:
         clustering = None
         if snapshot.HasField("clustering"):
             clustering = clustering_from_spec(snapshot.clustering)
-            self._check(clustering.embedder_fingerprint, clustering.version)
+            self._check(clustering)
         models = [model_record(m) for m in snapshot.models]
         self.registry.replace_all(
             response.header.revision,
@@ -193,28 +189,16 @@ class Follower:
             )
         if revision <= self.registry.revision:
             return  # already applied (a replay overlapping what we hold)
-        changes = []
-        for event in response.changes.events:
-            type_ = _EVENT_TYPES[event.type]
-            if event.WhichOneof("target") == "clustering":
-                clustering = clustering_from_spec(event.clustering)
-                self._check(clustering.embedder_fingerprint, clustering.version)
-                changes.append(Change(type_, "clustering", clustering.version, None, clustering))
-            elif type_ == "put":
-                changes.append(Change(type_, "model", event.model.name, model_record(event.model)))
-            else:
-                changes.append(Change(type_, "model", event.model.name))
-        self.registry.apply_changes(ChangeSet(revision, tuple(changes)))
+        change_set = change_set_from_response(response)
+        for change in change_set.changes:
+            if change.clustering is not None:
+                self._check(change.clustering)
+        self.registry.apply_changes(change_set)
         self.status.change_sets_applied += 1
         self._cleared()
 
-    def _check(self, fingerprint: str, version: str) -> None:
-        if fingerprint != self.fingerprint:
-            raise RefusedClustering(
-                f"refusing clustering {version} from {self.leader}: it was fitted with embedder "
-                f"{fingerprint[:16]}…, this sidecar runs {self.fingerprint[:16]}…; "
-                "keeping the current table"
-            )
+    def _check(self, clustering: Clustering) -> None:
+        require_embedder(clustering, self.fingerprint, f"{self.leader} (keeping the current table)")
 
     def _cleared(self) -> None:
         if self.status.last_error:

@@ -1,13 +1,15 @@
 """Profiles Ψ: a model's per-cluster error rates, computed from graded validation items.
 
 This is the whole "training" a new model needs under UniRoute, so it lives in
-one small pure module that the registry calls both at registration and when a
-new clustering re-assigns the validation items.
+one small pure module, together with the checks on what a registration
+carries. The registry calls it at registration and when a new clustering
+re-assigns the validation items; stores never compute anything.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,6 +20,14 @@ from ._errors import InvalidArgument
 #: Laplace smoothing pseudo-count: one pseudo-error and one pseudo-success per cluster.
 LAPLACE_ALPHA = 1.0
 
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9._:/@+-]{1,128}$")
+MAX_DESCRIPTION = 1024
+MAX_RESULTS = 100_000  # graded items per registration; S_val is 10^2 to 10^3 in the method
+MAX_LABELS = 64
+MAX_LABEL_TEXT = 128
+#: Costs are served as float32; anything larger would become inf and poison every score.
+MAX_COST = 1e30
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -27,6 +37,52 @@ class Profile:
     validation_counts: np.ndarray  # int64 (K,)
     overall_error: float
     result_count: int
+
+
+def validate_model_fields(
+    name: str, cost: float, description: str, labels: Mapping[str, str]
+) -> None:
+    """Checks what a registration says about the model itself; one clear message per problem."""
+    if not MODEL_NAME_PATTERN.fullmatch(name):
+        raise InvalidArgument(
+            f"model name {name!r} is invalid: use 1 to 128 characters from [A-Za-z0-9._:/@+-]"
+        )
+    if not (math.isfinite(cost) and 0.0 <= cost <= MAX_COST):
+        raise InvalidArgument(f"cost must be a finite number in [0, {MAX_COST:g}], got {cost!r}")
+    if len(description) > MAX_DESCRIPTION:
+        raise InvalidArgument(f"description is longer than {MAX_DESCRIPTION} characters")
+    if len(labels) > MAX_LABELS:
+        raise InvalidArgument(f"at most {MAX_LABELS} labels are allowed, got {len(labels)}")
+    for key, value in labels.items():
+        if not key or len(key) > MAX_LABEL_TEXT or len(value) > MAX_LABEL_TEXT:
+            raise InvalidArgument(
+                f"label {key!r}: keys must be 1 to {MAX_LABEL_TEXT} characters and values at "
+                f"most {MAX_LABEL_TEXT}"
+            )
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a registration brings to compute Ψ: graded results, or explicit error rates."""
+
+    results: tuple[tuple[str, float], ...] | None = None
+    error_rates: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.results is None) == (self.error_rates is None):
+            raise InvalidArgument("give exactly one of results or an explicit profile")
+        if self.results is not None and len(self.results) > MAX_RESULTS:
+            raise InvalidArgument(
+                f"{len(self.results)} results is over the limit of {MAX_RESULTS} per registration"
+            )
+
+    def profile(self, item_clusters: Mapping[str, int], k: int) -> tuple[Profile, dict[str, float]]:
+        """Ψ against a clustering, and the validated per-item scores to keep (none if explicit)."""
+        if self.results is None:
+            assert self.error_rates is not None
+            return profile_from_rates(self.error_rates, k), {}
+        scores = validate_results(self.results, item_clusters)
+        return profile_from_results(scores, item_clusters, k), scores
 
 
 def validate_results(

@@ -1,8 +1,10 @@
 """The Route path: validate, embed, then one Numba kernel call against the current table.
 
-Plain Python with no gRPC in it, so the same logic serves the servicer, the
-CLI's tests and the benchmarks. The only shared state it reads is the table
-reference, taken once per request.
+Plain Python with no gRPC and no store in it, so the same logic serves the
+servicers, the tests and the benchmarks. Route and RouteBatch take the same
+path (a Route is a batch of one): the embedding cache, the micro-batcher, the
+metrics and the kernel are the same for both. The only shared state read is
+the table reference, taken once per call.
 """
 
 from __future__ import annotations
@@ -16,58 +18,20 @@ from typing import Protocol
 import numpy as np
 
 from . import _kernels
+from ._batcher import MicroBatcher
 from ._cache import EmbeddingCache, prompt_key
-from ._errors import FailedPrecondition, InvalidArgument
+from ._embedder import BatchEmbedding, Embedding, Encoded
+from ._errors import EmbeddingFailed, FailedPrecondition, InvalidArgument
 from ._metrics import Metrics, StageTimes
 from ._table import RoutingTable, TableHolder
 
 MAX_REQUEST_ID_BYTES = 128
-DEFAULT_MAX_PROMPT_BYTES = 256 * 1024  # far beyond 256 tokens; bounds tokenising work
+DEFAULT_MAX_PROMPT_BYTES = 256 * 1024  # bounds tokenising work; truncation keeps 256 tokens
 DEFAULT_MAX_BATCH_REQUESTS = 1024
 
 
-class EmbeddingLike(Protocol):
-    @property
-    def vector(self) -> np.ndarray: ...
-
-    @property
-    def n_tokens(self) -> int: ...
-
-    @property
-    def truncated(self) -> bool: ...
-
-
-class BatchEmbeddingLike(Protocol):
-    @property
-    def vectors(self) -> np.ndarray: ...
-
-    @property
-    def n_tokens(self) -> np.ndarray: ...
-
-    @property
-    def truncated(self) -> np.ndarray: ...
-
-
-class BatcherLike(Protocol):
-    def embed(self, text: str) -> EmbeddingLike: ...
-
-
-class EncodedLike(Protocol):
-    @property
-    def ids(self) -> np.ndarray: ...
-
-    @property
-    def mask(self) -> np.ndarray: ...
-
-    @property
-    def n_tokens(self) -> int: ...
-
-    @property
-    def truncated(self) -> bool: ...
-
-
 class EmbedderLike(Protocol):
-    """What the router needs from an embedder; tests can pass any object with these."""
+    """What the router needs from an embedder (tests substitute one with another fingerprint)."""
 
     @property
     def dim(self) -> int: ...
@@ -75,20 +39,13 @@ class EmbedderLike(Protocol):
     @property
     def fingerprint(self) -> str: ...
 
-    def embed(self, text: str) -> EmbeddingLike: ...
-
-    def encode(self, text: str) -> EncodedLike: ...
+    def encode(self, text: str) -> Encoded: ...
 
     def run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray: ...
 
-    def embed_batch(self, texts: Sequence[str]) -> BatchEmbeddingLike: ...
+    def embed(self, text: str) -> Embedding: ...
 
-
-@dataclass(frozen=True, slots=True)
-class _Embedded:
-    vector: np.ndarray
-    n_tokens: int
-    truncated: bool
+    def embed_batch(self, texts: Sequence[str]) -> BatchEmbedding: ...
 
 
 @dataclass(frozen=True)
@@ -110,7 +67,7 @@ class Decision:
     cluster: int
     chosen: int
     scores: np.ndarray  # float32 (M,), +inf where not a candidate
-    mask: np.ndarray  # bool (M,)
+    mask: np.ndarray  # bool (M,), this request's own
     cost_weight: float
     truncated: bool = False
     prompt_tokens: int = 0
@@ -138,8 +95,8 @@ class Router:
         embedder: EmbedderLike,
         *,
         default_cost_weight: float = 0.0,
-        cache: EmbeddingCache[EmbeddingLike] | None = None,
-        batcher: BatcherLike | None = None,
+        cache: EmbeddingCache[Embedding] | None = None,
+        batcher: MicroBatcher | None = None,
         metrics: Metrics | None = None,
         max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES,
         max_batch_requests: int = DEFAULT_MAX_BATCH_REQUESTS,
@@ -154,48 +111,11 @@ class Router:
         self.batcher = batcher
         self.metrics = metrics
 
-    def _embed(self, prompt: str, times: StageTimes) -> EmbeddingLike:
-        """Cache, then the micro-batcher if on, then the embedder itself (timed by stage)."""
-        key = b""
-        if self.cache is not None:
-            key = prompt_key(prompt)
-            hit = self.cache.get(key)
-            if hit is not None:
-                return hit
-        t0 = time.perf_counter()
-        embedded: EmbeddingLike
-        if self.batcher is not None:
-            embedded = self.batcher.embed(prompt)  # tokenises and waits for its batch
-        else:
-            encoded = self.embedder.encode(prompt)
-            t1 = time.perf_counter()
-            times.tokenise = t1 - t0
-            vector = self.embedder.run(encoded.ids, encoded.mask)[0]
-            embedded = _Embedded(vector, encoded.n_tokens, encoded.truncated)
-        times.embed = time.perf_counter() - t0 - times.tokenise
-        if self.cache is not None:
-            self.cache.put(key, embedded)
-        return embedded
-
     def route(self, query: Query) -> Decision:
-        started = time.perf_counter()
-        times = StageTimes()
-        table = self._table()
-        mask, cost_weight, vector = self._prepare(table, query)
-        truncated, n_tokens = False, 0
-        if vector is None:
-            embedded = self._embed(query.prompt, times)
-            vector, truncated, n_tokens = embedded.vector, embedded.truncated, embedded.n_tokens
-        kernel_start = time.perf_counter()
-        decision = _decide(table, vector, mask, cost_weight, truncated, n_tokens, query.request_id)
-        if self.metrics is not None:
-            done = time.perf_counter()
-            times.kernel, times.total = done - kernel_start, done - started
-            self.metrics.observe_route(times, decision.model, decision.cluster)
-        return decision
+        return self._route([query], batch=False)[0]
 
     def route_batch(self, queries: Sequence[Query]) -> list[Decision]:
-        """Validates every query, embeds all prompts as one batch, then decides each."""
+        """Validates every query before computing any, then decides all from one table."""
         if not queries:
             raise InvalidArgument("RouteBatch needs at least one request")
         if len(queries) > self.max_batch_requests:
@@ -203,35 +123,129 @@ class Router:
                 f"RouteBatch takes at most {self.max_batch_requests} requests, got {len(queries)}; "
                 "split the batch"
             )
-        table = self._table()
-        prepared = []
+        return self._route(queries, batch=True)
+
+    def _route(self, queries: Sequence[Query], *, batch: bool) -> list[Decision]:
+        started = time.perf_counter()
+        table = self._table()  # one read; these requests use this table throughout
+        n = len(queries)
+        vectors = np.empty((n, table.dim), dtype=np.float32)
+        masks = np.empty((n, table.size), dtype=np.bool_)
+        lams = np.empty(n, dtype=np.float64)
+        to_embed: list[int] = []
         for i, query in enumerate(queries):
             try:
-                prepared.append(self._prepare(table, query))
+                lams[i] = self._prepare(table, query, vectors[i], masks[i])
             except InvalidArgument as exc:
+                if not batch:
+                    raise
                 raise InvalidArgument(f"requests[{i}]: {exc}") from exc
-        to_embed = [i for i, (_, _, vector) in enumerate(prepared) if vector is None]
-        batch = (
-            self.embedder.embed_batch([queries[i].prompt for i in to_embed]) if to_embed else None
+            if not len(query.embedding):
+                to_embed.append(i)
+
+        times = [StageTimes() for _ in range(n)]
+        tokens = np.zeros(n, dtype=np.int64)
+        truncated = np.zeros(n, dtype=np.bool_)
+        self._embed(
+            [queries[i].prompt for i in to_embed], to_embed, vectors, tokens, truncated, times
         )
-        row_of = {i: row for row, i in enumerate(to_embed)}
+
+        kernel_start = time.perf_counter()
+        scores = np.empty((n, table.size), dtype=np.float32)
+        clusters = np.empty(n, dtype=np.int64)
+        chosen = np.empty(n, dtype=np.int64)
+        _kernels.route(
+            vectors, table.centroids, table.psi, table.costs, lams, masks, scores, clusters, chosen
+        )
+        done = time.perf_counter()
         decisions = []
-        for i, (mask, cost_weight, vector) in enumerate(prepared):
-            truncated, n_tokens = False, 0
-            if vector is None:
-                assert batch is not None
-                row = row_of[i]
-                vector = batch.vectors[row]
-                truncated, n_tokens = bool(batch.truncated[row]), int(batch.n_tokens[row])
+        for i in range(n):
+            if clusters[i] < 0:
+                where = f" for requests[{i}]" if batch else ""
+                raise EmbeddingFailed(
+                    f"the embedder returned a non-finite vector{where}; the model file may be "
+                    "broken. Re-export it with `sidecar export-embedder`"
+                )
+            if chosen[i] < 0:  # unreachable through the API: empty candidate lists mean "all"
+                raise InvalidArgument("no candidate models to choose from")
             decisions.append(
-                _decide(
-                    table, vector, mask, cost_weight, truncated, n_tokens, queries[i].request_id
+                Decision(
+                    table=table,
+                    cluster=int(clusters[i]),
+                    chosen=int(chosen[i]),
+                    scores=scores[i],
+                    mask=masks[i],
+                    cost_weight=float(lams[i]),
+                    truncated=bool(truncated[i]),
+                    prompt_tokens=int(tokens[i]),
+                    request_id=queries[i].request_id,
                 )
             )
+        if self.metrics is not None:
+            for decision, stage in zip(decisions, times, strict=True):
+                stage.kernel, stage.total = (done - kernel_start) / n, done - started
+                self.metrics.observe_route(stage, decision.model, decision.cluster)
         return decisions
 
+    def _embed(
+        self,
+        prompts: Sequence[str],
+        rows: Sequence[int],
+        vectors: np.ndarray,
+        tokens: np.ndarray,
+        truncated: np.ndarray,
+        times: Sequence[StageTimes],
+    ) -> None:
+        """Fills rows of ``vectors``: cache first, then one prompt or one batch for the misses."""
+        missing: list[tuple[int, str, bytes]] = []
+        for row, prompt in zip(rows, prompts, strict=True):
+            key = b""
+            if self.cache is not None:
+                key = prompt_key(prompt)
+                hit = self.cache.get(key)
+                if hit is not None:
+                    vectors[row], tokens[row], truncated[row] = (
+                        hit.vector,
+                        hit.n_tokens,
+                        hit.truncated,
+                    )
+                    continue
+            missing.append((row, prompt, key))
+        if not missing:
+            return
+        if len(missing) == 1 or self.batcher is not None:
+            embedded = [self._embed_one(prompt, times[row]) for row, prompt, _ in missing]
+        else:
+            t0 = time.perf_counter()
+            result = self.embedder.embed_batch([prompt for _, prompt, _ in missing])
+            each = (time.perf_counter() - t0) / len(missing)
+            embedded = [
+                Embedding(result.vectors[i], int(result.n_tokens[i]), bool(result.truncated[i]))
+                for i in range(len(missing))
+            ]
+            for row, _, _ in missing:
+                times[row].embed = each
+        for (row, _, key), embedding in zip(missing, embedded, strict=True):
+            vectors[row] = embedding.vector
+            tokens[row], truncated[row] = embedding.n_tokens, embedding.truncated
+            if self.cache is not None:
+                self.cache.put(key, embedding)
+
+    def _embed_one(self, prompt: str, times: StageTimes) -> Embedding:
+        """The micro-batcher if on, else tokenise and run (timed by stage)."""
+        t0 = time.perf_counter()
+        if self.batcher is not None:
+            embedded = self.batcher.embed(prompt)  # tokenises and waits for its batch
+        else:
+            encoded = self.embedder.encode(prompt)
+            times.tokenise = time.perf_counter() - t0
+            vector = self.embedder.run(encoded.ids, encoded.mask)[0]
+            embedded = Embedding(vector, encoded.n_tokens, encoded.truncated)
+        times.embed = time.perf_counter() - t0 - times.tokenise
+        return embedded
+
     def _table(self) -> RoutingTable:
-        table = self.tables.current  # one read; this request uses this table throughout
+        table = self.tables.current
         if table is None:
             raise FailedPrecondition("no clustering is loaded yet; the sidecar is not ready")
         if table.size == 0:
@@ -242,14 +256,13 @@ class Router:
         return table
 
     def _prepare(
-        self, table: RoutingTable, query: Query
-    ) -> tuple[np.ndarray, float, np.ndarray | None]:
-        """Checks one query against the table: (candidate mask, λ, given embedding or None)."""
+        self, table: RoutingTable, query: Query, vector: np.ndarray, mask: np.ndarray
+    ) -> float:
+        """Checks one query against the table, fills its mask (and given embedding); returns λ."""
         if len(query.request_id.encode()) > MAX_REQUEST_ID_BYTES:
             raise InvalidArgument(f"request_id is longer than {MAX_REQUEST_ID_BYTES} bytes")
         cost_weight = self.default_cost_weight if query.cost_weight is None else query.cost_weight
         _check_cost_weight(cost_weight)
-        vector = None
         if len(query.prompt) > self.max_prompt_bytes // 4:  # cheap bound before encoding
             size = len(query.prompt.encode())
             if size > self.max_prompt_bytes:
@@ -258,45 +271,17 @@ class Router:
                     "only the first tokens are embedded anyway, so send a shorter prompt"
                 )
         if len(query.embedding):
-            vector = _normalised_embedding(query.embedding, table.dim)
+            vector[:] = _normalised_embedding(query.embedding, table.dim)
         elif not query.prompt.strip():
             raise InvalidArgument("prompt is empty: send the prompt text, or an embedding")
-        mask = table.candidate_mask(query.candidates) if query.candidates else table.all_candidates
-        return mask, float(cost_weight), vector
+        mask[:] = table.candidate_mask(query.candidates) if query.candidates else True
+        return float(cost_weight)
 
     def warm_up(self) -> None:
         """Compiles or loads the kernels and runs the embedder once, before SERVING."""
         _kernels.warm_up()
         self.embedder.embed("warm-up: route this prompt to the best model")
         self.embedder.embed_batch(["warm-up one", "warm-up two, a little longer"])
-
-
-def _decide(
-    table: RoutingTable,
-    vector: np.ndarray,
-    mask: np.ndarray,
-    cost_weight: float,
-    truncated: bool,
-    n_tokens: int,
-    request_id: str,
-) -> Decision:
-    scores = np.empty(table.size, dtype=np.float32)
-    cluster, chosen = _kernels.route_one(
-        vector, table.centroids, table.psi, table.costs, cost_weight, mask, scores
-    )
-    if chosen < 0:  # unreachable through the API: empty candidate lists mean "all"
-        raise InvalidArgument("no candidate models to choose from")
-    return Decision(
-        table=table,
-        cluster=int(cluster),
-        chosen=int(chosen),
-        scores=scores,
-        mask=mask,
-        cost_weight=cost_weight,
-        truncated=truncated,
-        prompt_tokens=n_tokens,
-        request_id=request_id,
-    )
 
 
 def _check_cost_weight(cost_weight: float) -> None:
@@ -313,4 +298,4 @@ def _normalised_embedding(values: Sequence[float], dim: int) -> np.ndarray:
     norm = float(np.linalg.norm(vector))
     if not math.isfinite(norm) or norm == 0.0:
         raise InvalidArgument("embedding must be finite and non-zero")
-    return np.ascontiguousarray(vector / norm, dtype=np.float32)
+    return vector / norm

@@ -1,315 +1,53 @@
-"""The gRPC server: thin servicers over the router and registry, wired by one ``serve()``.
+"""Wiring: ``build()`` assembles a sidecar from its config, ``Sidecar.start()`` runs it.
 
-Servicers only translate messages and map the exception tree to status codes;
-every decision lives in the plain modules. Health starts NOT_SERVING and turns
-SERVING only after the embedder and kernels are warm and a table is loaded.
+Building loads and checks everything that can be wrong on disk (security
+files, the embedder, the store, the clustering) and binds the listener, so a
+bad setting stops the process before it serves anything. Starting warms the
+kernels and the embedder while health says NOT_SERVING, then turns SERVING.
+A new servicer is one module plus one line in ``_add_services``.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
-from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from uniroute.v1 import registry_pb2, registry_pb2_grpc, router_pb2, router_pb2_grpc
 
 from ._admission import AdmissionInterceptor
 from ._auth import AuthInterceptor, AuthPolicy, bearer_metadata
 from ._batcher import MicroBatcher
 from ._cache import EmbeddingCache
-from ._clustering import Clustering, load_clustering
+from ._clustering import load_clustering, require_embedder
 from ._embedder import Embedder, default_embedder_dir
-from ._errors import ArtifactError, FailedPrecondition, InvalidArgument, SidecarError
+from ._errors import ArtifactError, InvalidArgument
 from ._follower import Follower
 from ._metrics import Metrics
+from ._proto import registry_pb2, registry_pb2_grpc, router_pb2, router_pb2_grpc
 from ._registry import DEFAULT_HISTORY, Registry
-from ._router import (
-    DEFAULT_MAX_BATCH_REQUESTS,
-    DEFAULT_MAX_PROMPT_BYTES,
-    Decision,
-    EmbedderLike,
-    Query,
-    Router,
-)
+from ._router import DEFAULT_MAX_BATCH_REQUESTS, DEFAULT_MAX_PROMPT_BYTES, EmbedderLike, Router
+from ._servicers import RegistryServicer, RouterServicer
 from ._table import RoutingTable, TableHolder
 from ._tls import channel_credentials, server_credentials
 from ._watch import WatchHub
-from ._wire import clustering_from_spec, model_message, timestamp
 
 log = logging.getLogger("sidecar.server")
 
 ROUTER_SERVICE = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name
-MAX_PAGE_SIZE = 1000
-
-Handler = TypeVar("Handler", bound=Callable[..., Any])
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def starter_artifact_dir() -> Path:
     """The clustering shipped with the package, used when the store has none."""
     return Path(str(resources.files("sidecar") / "data" / "starter"))
-
-
-def _status_from_errors(method: Handler) -> Handler:
-    """Maps SidecarError to its status; anything else is INTERNAL without a stack trace."""
-
-    name = method.__name__
-
-    @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except SidecarError as exc:
-            _count_error(self, name, exc.code.name)
-            log.info(
-                "%s failed request_id=%s code=%s: %s",
-                name,
-                getattr(request, "request_id", "") or "-",
-                exc.code.name,
-                exc,
-            )
-            context.abort(exc.code, str(exc))
-        except Exception:
-            _count_error(self, name, "INTERNAL")
-            log.exception("unexpected error in %s", name)
-            context.abort(grpc.StatusCode.INTERNAL, "internal error; see the sidecar's log")
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _count_error(servicer: Any, method: str, code: str) -> None:
-    metrics: Metrics = servicer.metrics
-    metrics.observe_error(method, code)
-    if method == "RegisterModel":
-        metrics.registrations.labels(code=code).inc()
-
-
-class RouterServicer(router_pb2_grpc.RouterServicer):
-    def __init__(self, router: Router, metrics: Metrics, *, log_prompts: bool = False) -> None:
-        self.router = router
-        self.metrics = metrics
-        self.log_prompts = log_prompts
-
-    @_status_from_errors
-    def Route(
-        self, request: router_pb2.RouteRequest, context: grpc.ServicerContext
-    ) -> router_pb2.RouteResponse:
-        decision = self.router.route(_query(request))
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "route request_id=%s model=%s cluster=%d revision=%d tokens=%d truncated=%s%s",
-                request.request_id or "-",
-                decision.model,
-                decision.cluster,
-                decision.table.revision,
-                decision.prompt_tokens,
-                decision.truncated,
-                f" prompt={request.prompt!r}" if self.log_prompts else "",
-            )
-        return _route_response(decision)
-
-    @_status_from_errors
-    def RouteBatch(
-        self, request: router_pb2.RouteBatchRequest, context: grpc.ServicerContext
-    ) -> router_pb2.RouteBatchResponse:
-        decisions = self.router.route_batch([_query(r) for r in request.requests])
-        return router_pb2.RouteBatchResponse(responses=[_route_response(d) for d in decisions])
-
-
-class RegistryServicer(registry_pb2_grpc.RegistryServicer):
-    """Leader: reads and writes. Follower: reads only; writes name the leader."""
-
-    def __init__(
-        self,
-        registry: Registry,
-        *,
-        tables: TableHolder,
-        embedder_fingerprint: str,
-        hub: WatchHub | None = None,
-        follower: Follower | None = None,
-        metrics: Metrics | None = None,
-    ) -> None:
-        self.metrics = metrics or Metrics()
-        self.registry = registry
-        self.tables = tables
-        self.embedder_fingerprint = embedder_fingerprint
-        self.hub = hub
-        self.follower = follower
-
-    def _require_leader(self) -> None:
-        if self.follower is not None:
-            raise FailedPrecondition(
-                f"this sidecar is a read-only follower of {self.follower.leader}; "
-                "send writes to the leader"
-            )
-
-    @_status_from_errors
-    def RegisterModel(
-        self, request: registry_pb2.RegisterModelRequest, context: grpc.ServicerContext
-    ) -> registry_pb2.Model:
-        self._require_leader()
-        evidence = request.WhichOneof("evidence")
-        if evidence is None:
-            raise InvalidArgument("set either results (graded validation items) or profile")
-        results = None
-        rates = None
-        if evidence == "results":
-            results = [(r.item_id, r.score) for r in request.results.results]
-        else:
-            rates = list(request.profile.error_rates)
-        record = self.registry.register_model(
-            request.name,
-            request.cost,
-            results=results,
-            error_rates=rates,
-            description=request.description,
-            labels=dict(request.labels),
-            allow_update=request.allow_update,
-        )
-        self.metrics.registrations.labels(code="OK").inc()
-        log.info(
-            "registered model=%s revision=%d items=%d",
-            record.name,
-            record.revision,
-            record.result_count,
-        )
-        return model_message(record)
-
-    @_status_from_errors
-    def DeregisterModel(
-        self, request: registry_pb2.DeregisterModelRequest, context: grpc.ServicerContext
-    ) -> registry_pb2.DeregisterModelResponse:
-        self._require_leader()
-        return registry_pb2.DeregisterModelResponse(
-            revision=self.registry.deregister_model(request.name)
-        )
-
-    @_status_from_errors
-    def GetModel(
-        self, request: registry_pb2.GetModelRequest, context: grpc.ServicerContext
-    ) -> registry_pb2.Model:
-        return model_message(self.registry.get_model(request.name))
-
-    @_status_from_errors
-    def ListModels(
-        self, request: registry_pb2.ListModelsRequest, context: grpc.ServicerContext
-    ) -> registry_pb2.ListModelsResponse:
-        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE_SIZE}")
-        limit = request.page_size or MAX_PAGE_SIZE
-        models, revision = self.registry.list_models(after=request.page_token, limit=limit + 1)
-        more = len(models) > limit
-        models = models[:limit]
-        return registry_pb2.ListModelsResponse(
-            models=[model_message(m) for m in models],
-            next_page_token=models[-1].name if more else "",
-            revision=revision,
-        )
-
-    @_status_from_errors
-    def GetClustering(
-        self, request: registry_pb2.GetClusteringRequest, context: grpc.ServicerContext
-    ) -> registry_pb2.Clustering:
-        active = self.registry.active_clustering()
-        if active is None:
-            raise FailedPrecondition("no clustering is loaded")
-        clustering = active.clustering
-        return registry_pb2.Clustering(
-            version=clustering.version,
-            k=clustering.k,
-            dim=clustering.dim,
-            embedder_fingerprint=clustering.embedder_fingerprint,
-            validation_counts=clustering.cluster_counts().tolist(),
-            revision=active.revision,
-            create_time=timestamp(active.create_time),
-        )
-
-    @_status_from_errors
-    def ActivateClustering(
-        self, request: registry_pb2.ActivateClusteringRequest, context: grpc.ServicerContext
-    ) -> registry_pb2.Clustering:
-        self._require_leader()
-        if not request.HasField("clustering"):
-            raise InvalidArgument("clustering is required")
-        clustering = clustering_from_spec(request.clustering)
-        check_fingerprint(clustering, self.embedder_fingerprint, "the request")
-        self.registry.activate_clustering(clustering)
-        return self.GetClustering(registry_pb2.GetClusteringRequest(), context)
-
-    def Watch(
-        self, request: registry_pb2.WatchRequest, context: grpc.ServicerContext
-    ) -> Iterator[registry_pb2.WatchResponse]:
-        if self.hub is None:
-            leader = self.follower.leader if self.follower else "the leader"
-            context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"this sidecar is a follower; watch {leader} instead",
-            )
-            return
-        if request.start_revision < 0:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "start_revision must be >= 0")
-        yield from self.hub.stream(request.start_revision, context, request.store_id)
-
-    @_status_from_errors
-    def GetStatus(
-        self, request: registry_pb2.GetStatusRequest, context: grpc.ServicerContext
-    ) -> registry_pb2.ServerStatus:
-        table = self.tables.current
-        status = registry_pb2.ServerStatus(
-            role=registry_pb2.ROLE_FOLLOWER if self.follower else registry_pb2.ROLE_LEADER,
-            revision=table.revision if table else 0,
-            clustering_version=table.clustering_version if table else "",
-            models=table.size if table else 0,
-        )
-        if self.follower is not None:
-            f = self.follower.status
-            status.leader = f.leader
-            status.connected = f.connected
-            status.seconds_since_leader_contact = f.seconds_since_contact()
-            status.reconnects = f.reconnects
-            status.snapshots_applied = f.snapshots_applied
-            status.change_sets_applied = f.change_sets_applied
-            status.last_error = f.last_error
-        if self.hub is not None:
-            status.watchers = self.hub.watcher_count
-            status.compact_revision = self.registry.compact_revision
-        return status
-
-
-def _query(request: router_pb2.RouteRequest) -> Query:
-    return Query(
-        prompt=request.prompt,
-        candidates=request.candidate_models,
-        cost_weight=request.cost_weight if request.HasField("cost_weight") else None,
-        embedding=request.embedding,
-        request_id=request.request_id,
-    )
-
-
-def _route_response(decision: Decision) -> router_pb2.RouteResponse:
-    return router_pb2.RouteResponse(
-        model=decision.model,
-        cluster=decision.cluster,
-        scores=[
-            router_pb2.CandidateScore(model=m, expected_error=e, cost=c, score=s)
-            for m, e, c, s in decision.candidates()
-        ],
-        revision=decision.table.revision,
-        clustering_version=decision.table.clustering_version,
-        cost_weight=decision.cost_weight,
-        truncated=decision.truncated,
-        prompt_tokens=decision.prompt_tokens,
-        request_id=decision.request_id,
-    )
 
 
 @dataclass
@@ -353,10 +91,11 @@ class ServerConfig:
 
 
 class Sidecar:
-    """A running server and the parts behind it, for the CLI and for tests."""
+    """A built server and the parts behind it, for the CLI and for tests."""
 
     def __init__(
         self,
+        config: ServerConfig,
         server: grpc.Server,
         port: int,
         registry: Registry,
@@ -367,9 +106,7 @@ class Sidecar:
         admission: AdmissionInterceptor,
         metrics: Metrics,
     ) -> None:
-        self.admission = admission
-        self.metrics = metrics
-        self.metrics_port = 0  # the /metrics HTTP port, when metrics_listen is set
+        self.config = config
         self.server = server
         self.port = port
         self.registry = registry
@@ -377,11 +114,42 @@ class Sidecar:
         self.health = health_servicer
         self.hub = hub
         self.follower = follower
+        self.admission = admission
+        self.metrics = metrics
+        self.metrics_port = 0  # the /metrics HTTP port, when metrics_listen is set
+        self._ready = threading.Event()
         self._stopped = threading.Event()
 
     @property
     def tables(self) -> TableHolder:
         return self.router.tables
+
+    def start(self) -> Sidecar:
+        """Listens NOT_SERVING, warms up, then reports SERVING (a table is needed for that)."""
+        self.server.start()
+        try:
+            if self.config.metrics_listen:
+                self.metrics_port = self._serve_metrics(self.config.metrics_listen)
+            self.router.warm_up()
+        except BaseException:
+            self.stop(0)
+            raise
+        self._ready.set()
+        if self.tables.current is not None:
+            self._set_health(_SERVING)
+        if self.follower is not None:
+            self.follower.start()
+        table = self.tables.current
+        log.info(
+            "%s on %s (port %d): revision %d, clustering %s, %d model(s)",
+            f"following {self.config.follow}" if self.config.follow else "leading",
+            self.config.listen,
+            self.port,
+            table.revision if table else 0,
+            table.clustering_version if table else "-",
+            table.size if table else 0,
+        )
+        return self
 
     def stop(self, grace: float | None = 1.0) -> None:
         """NOT_SERVING first, then end Watch streams and in-flight calls, then close the store."""
@@ -394,7 +162,7 @@ class Sidecar:
         if self.hub is not None:
             self.hub.close()
         self.server.stop(grace).wait()
-        if isinstance(self.router.batcher, MicroBatcher):
+        if self.router.batcher is not None:
             self.router.batcher.close()
         self.registry.close()
         self.metrics.close()
@@ -410,23 +178,46 @@ class Sidecar:
     def wait(self) -> None:
         self.server.wait_for_termination()
 
+    def on_commit(self, revision: int) -> None:
+        """Store listener: rebuild and swap the table, then tell the Watch hub."""
+        table = RoutingTable.from_snapshot(self.registry.snapshot())
+        if table is not None:
+            self.tables.publish(table, allow_older=True)  # the store's write lock orders these
+            self.metrics.observe_table(table.revision, table.size)
+            if self._ready.is_set():
+                self._set_health(_SERVING)
+        if self.hub is not None:
+            self.hub.on_commit(revision)
 
-def check_fingerprint(clustering: Clustering, fingerprint: str, source: str) -> None:
-    """Refuses a clustering fitted with another embedder: its centroids would be meaningless."""
-    if clustering.embedder_fingerprint != fingerprint:
-        raise ArtifactError(
-            f"clustering {clustering.version} from {source} was fitted with embedder "
-            f"{clustering.embedder_fingerprint[:16]}…, but this server's embedder is "
-            f"{fingerprint[:16]}…; re-run `sidecar fit` with this embedder"
-        )
+    def on_refused(self, reason: str | None) -> None:
+        """Follower: a refused clustering turns the Registry service NOT_SERVING until cleared."""
+        self.health.set(REGISTRY_SERVICE, _NOT_SERVING if reason else _SERVING)
+
+    def _set_health(self, status: int) -> None:
+        for name in ("", ROUTER_SERVICE, REGISTRY_SERVICE):
+            self.health.set(name, status)
+
+    def _serve_metrics(self, address: str) -> int:
+        try:
+            port = self.metrics.serve_http(address)
+        except OSError as exc:
+            raise ArtifactError(f"cannot serve metrics on {address}: {exc}") from exc
+        log.info("metrics on http://%s:%d/metrics", address.rpartition(":")[0], port)
+        return port
 
 
 def serve(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Sidecar:
-    """Loads everything, starts the server NOT_SERVING, warms up, then reports SERVING.
+    """Builds and starts a sidecar; see ``build`` for what can stop it early."""
+    return build(config, embedder=embedder).start()
 
-    Raises ArtifactError (before listening) when the embedder, clustering or
-    database is unusable, so the process never half-starts. A follower with no
-    local copy yet starts NOT_SERVING and turns SERVING at its first snapshot.
+
+def build(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Sidecar:
+    """Loads and checks everything and binds the listener, without serving yet.
+
+    Raises a SidecarError (ArtifactError for anything on disk) when a setting,
+    the embedder, the clustering or the database is unusable, so the process
+    never half-starts. A follower with no local copy yet will start
+    NOT_SERVING and turn SERVING at its first snapshot.
     """
     if config.follow and config.artifact_dir is not None:
         raise InvalidArgument("a follower takes its clustering from the leader; drop --artifact")
@@ -447,167 +238,142 @@ def serve(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
             threads=config.embedder_threads,
             truncation=config.truncation,
         )
-    registry = Registry(config.db_path, history=config.history, durable=not config.follow)
+    registry = Registry.open(config.db_path, history=config.history, durable=not config.follow)
     try:
-        if config.follow:
-            stored = registry.active_clustering()
-            if stored is not None:
-                check_fingerprint(stored.clustering, embedder.fingerprint, str(config.db_path))
-        else:
-            _load_clustering(registry, config, embedder)
-        tables = TableHolder(RoutingTable.from_snapshot(registry.snapshot()))
-        batcher = None
-        if config.batch_max_size > 1:
-            if not isinstance(embedder, Embedder):
-                raise InvalidArgument("micro-batching needs the ONNX embedder")
-            batcher = MicroBatcher(
-                embedder,
-                max_batch=config.batch_max_size,
-                max_wait=config.batch_max_wait_ms / 1000.0,
-                workers=config.batch_workers,
-            )
+        _load_clustering(registry, config, embedder.fingerprint)
         metrics = Metrics()
-        router = Router(
-            tables,
-            embedder,
-            default_cost_weight=config.cost_weight,
-            cache=EmbeddingCache(config.embedding_cache) if config.embedding_cache > 0 else None,
-            batcher=batcher,
-            metrics=metrics,
-            max_prompt_bytes=config.max_prompt_bytes,
-            max_batch_requests=config.max_batch_requests,
+        router = _router(
+            config, embedder, TableHolder(RoutingTable.from_snapshot(registry.snapshot())), metrics
         )
-        if tables.current is not None:
-            metrics.observe_table(tables.current.revision, tables.current.size)
-    except BaseException:
-        registry.close()
-        raise
-
-    health_servicer = health.HealthServicer()
-    hub = None
-    follower = None
-    if config.follow:
-        follower = Follower(
-            config.follow,
-            registry,
-            embedder.fingerprint,
-            stale_after=max(5.0, 5 * config.progress_interval),
-            credentials=leader_credentials,
-            metadata=bearer_metadata(config.leader_token),
-            on_refused=lambda reason: health_servicer.set(
-                REGISTRY_SERVICE,
-                health_pb2.HealthCheckResponse.NOT_SERVING
-                if reason
-                else health_pb2.HealthCheckResponse.SERVING,
-            ),
+        health_servicer = health.HealthServicer()
+        admission = AdmissionInterceptor()
+        interceptors: list[grpc.ServerInterceptor] = [AuthInterceptor(auth)] if auth.enabled else []
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.max_workers),
+            interceptors=[*interceptors, admission],
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            options=[
+                ("grpc.max_receive_message_length", config.max_receive_message_bytes),
+                ("grpc.max_send_message_length", 256 * 1024 * 1024),
+            ],
         )
-    else:
-        hub = WatchHub(
-            registry,
-            buffer=config.watch_buffer,
-            progress_interval=config.progress_interval,
-            max_watchers=min(config.max_watchers, max(1, config.max_workers - 4)),
-        )
-    ready = threading.Event()
-
-    def on_commit(revision: int) -> None:
-        table = _republish(registry, tables)
-        if table is not None:
-            metrics.observe_table(table.revision, table.size)
-        if table is not None and ready.is_set():
-            _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
-        if hub is not None:
-            hub.on_commit(revision)
-
-    registry.add_listener(on_commit)
-
-    admission = AdmissionInterceptor()
-    interceptors: list[grpc.ServerInterceptor] = [AuthInterceptor(auth)] if auth.enabled else []
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.max_workers),
-        interceptors=[*interceptors, admission],
-        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-        options=[
-            ("grpc.max_receive_message_length", config.max_receive_message_bytes),
-            ("grpc.max_send_message_length", 256 * 1024 * 1024),
-        ],
-    )
-    router_pb2_grpc.add_RouterServicer_to_server(
-        RouterServicer(router, metrics, log_prompts=config.log_prompts), server
-    )
-    registry_servicer = RegistryServicer(
-        registry,
-        tables=tables,
-        embedder_fingerprint=embedder.fingerprint,
-        hub=hub,
-        follower=follower,
-        metrics=metrics,
-    )
-    registry_pb2_grpc.add_RegistryServicer_to_server(registry_servicer, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    services = (ROUTER_SERVICE, REGISTRY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(services, server)
-    _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
-    try:
-        if listener_credentials is not None:
-            port = server.add_secure_port(config.listen, listener_credentials)
+        hub, follower = None, None
+        if config.follow:
+            follower = Follower(
+                config.follow,
+                registry,
+                embedder.fingerprint,
+                stale_after=max(5.0, 5 * config.progress_interval),
+                credentials=leader_credentials,
+                metadata=bearer_metadata(config.leader_token),
+            )
         else:
-            port = server.add_insecure_port(config.listen)
-    except RuntimeError as exc:
-        registry.close()
-        raise ArtifactError(f"cannot listen on {config.listen}: {exc}") from exc
-    server.start()
-    sidecar = Sidecar(
-        server, port, registry, router, health_servicer, hub, follower, admission, metrics
-    )
-    _register_gauges(metrics, router, follower, admission)
-    if config.metrics_listen:
+            hub = WatchHub(
+                registry,
+                buffer=config.watch_buffer,
+                progress_interval=config.progress_interval,
+                max_watchers=min(config.max_watchers, max(1, config.max_workers - 4)),
+            )
         try:
-            sidecar.metrics_port = metrics.serve_http(config.metrics_listen)
-        except OSError as exc:
-            sidecar.stop(0)
-            raise ArtifactError(f"cannot serve metrics on {config.metrics_listen}: {exc}") from exc
-        log.info(
-            "metrics on http://%s:%d/metrics",
-            config.metrics_listen.rpartition(":")[0],
-            sidecar.metrics_port,
-        )
-    try:
-        router.warm_up()
+            port = (
+                server.add_secure_port(config.listen, listener_credentials)
+                if listener_credentials is not None
+                else server.add_insecure_port(config.listen)
+            )
+        except RuntimeError as exc:
+            raise ArtifactError(f"cannot listen on {config.listen}: {exc}") from exc
     except BaseException:
-        sidecar.stop(0)
+        registry.close()
         raise
-    ready.set()
-    if tables.current is not None:
-        _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
-    if follower is not None:
-        follower.start()
-    table = tables.current
-    log.info(
-        "%s on %s (port %d): revision %d, clustering %s, %d model(s)",
-        f"following {config.follow}" if config.follow else "leading",
-        config.listen,
-        port,
-        table.revision if table else 0,
-        table.clustering_version if table else "-",
-        table.size if table else 0,
+    sidecar = Sidecar(
+        config, server, port, registry, router, health_servicer, hub, follower, admission, metrics
     )
+    _add_services(sidecar, embedder.fingerprint)
+    if follower is not None:
+        follower.on_refused = sidecar.on_refused
+    registry.add_listener(sidecar.on_commit)
+    if router.tables.current is not None:
+        metrics.observe_table(router.tables.current.revision, router.tables.current.size)
+    _register_gauges(sidecar)
+    sidecar._set_health(_NOT_SERVING)
     return sidecar
 
 
-def _register_gauges(
-    metrics: Metrics,
-    router: Router,
-    follower: Follower | None,
-    admission: AdmissionInterceptor,
-) -> None:
+def _add_services(sidecar: Sidecar, fingerprint: str) -> None:
+    """Every service on the one listener, plus health and reflection."""
+    server = sidecar.server
+    router_pb2_grpc.add_RouterServicer_to_server(
+        RouterServicer(sidecar.router, sidecar.metrics, log_prompts=sidecar.config.log_prompts),
+        server,
+    )
+    registry_pb2_grpc.add_RegistryServicer_to_server(
+        RegistryServicer(
+            sidecar.registry,
+            tables=sidecar.tables,
+            embedder_fingerprint=fingerprint,
+            hub=sidecar.hub,
+            follower=sidecar.follower,
+            metrics=sidecar.metrics,
+        ),
+        server,
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(sidecar.health, server)
+    services = (ROUTER_SERVICE, REGISTRY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(services, server)
+
+
+def _router(
+    config: ServerConfig, embedder: EmbedderLike, tables: TableHolder, metrics: Metrics
+) -> Router:
+    batcher = None
+    if config.batch_max_size > 1:
+        if not isinstance(embedder, Embedder):
+            raise InvalidArgument("micro-batching needs the ONNX embedder")
+        batcher = MicroBatcher(
+            embedder,
+            max_batch=config.batch_max_size,
+            max_wait=config.batch_max_wait_ms / 1000.0,
+            workers=config.batch_workers,
+        )
+    return Router(
+        tables,
+        embedder,
+        default_cost_weight=config.cost_weight,
+        cache=EmbeddingCache(config.embedding_cache) if config.embedding_cache > 0 else None,
+        batcher=batcher,
+        metrics=metrics,
+        max_prompt_bytes=config.max_prompt_bytes,
+        max_batch_requests=config.max_batch_requests,
+    )
+
+
+def _load_clustering(registry: Registry, config: ServerConfig, fingerprint: str) -> None:
+    """Leader: activates --artifact if given, else keeps the stored one, else the starter.
+
+    The embedder check comes before activation, so a mismatch changes nothing.
+    A follower only checks its local copy; its clustering comes from the leader.
+    """
+    stored = registry.active_clustering()
+    if (config.follow or config.artifact_dir is None) and stored is not None:
+        require_embedder(stored.clustering, fingerprint, str(config.db_path))
+        return
+    if config.follow:
+        return
+    source = config.artifact_dir or starter_artifact_dir()
+    clustering = load_clustering(source)
+    require_embedder(clustering, fingerprint, str(source))
+    registry.activate_clustering(clustering)
+
+
+def _register_gauges(sidecar: Sidecar) -> None:
     """Scrape-time gauges: read from the live objects, never copied on the request path."""
+    metrics, admission = sidecar.metrics, sidecar.admission
     metrics.gauge_from(
         "uniroute_calls_in_flight",
         "RPCs accepted and not yet finished.",
         lambda: admission.in_flight,
     )
-    cache = router.cache
+    cache = sidecar.router.cache
     if cache is not None:
         metrics.gauge_from(
             "uniroute_embedding_cache_hits", "Cache hits since start.", lambda: cache.hits
@@ -615,8 +381,8 @@ def _register_gauges(
         metrics.gauge_from(
             "uniroute_embedding_cache_misses", "Cache misses since start.", lambda: cache.misses
         )
-    if follower is not None:
-        status = follower.status
+    if sidecar.follower is not None:
+        status = sidecar.follower.status
         metrics.gauge_from(
             "uniroute_follower_seconds_since_leader_contact",
             "Seconds since the last message from the leader (-1: never).",
@@ -630,31 +396,3 @@ def _register_gauges(
             "1 while a Watch stream is open.",
             lambda: float(status.connected),
         )
-
-
-def _set_health(servicer: health.HealthServicer, status: int) -> None:
-    for name in ("", ROUTER_SERVICE, REGISTRY_SERVICE):
-        servicer.set(name, status)
-
-
-def _load_clustering(registry: Registry, config: ServerConfig, embedder: EmbedderLike) -> None:
-    """Activates --artifact if given, else keeps the stored one, else the shipped starter.
-
-    The embedder check comes before activation so a mismatch changes nothing.
-    """
-    stored = registry.active_clustering()
-    if config.artifact_dir is None and stored is not None:
-        check_fingerprint(stored.clustering, embedder.fingerprint, str(config.db_path))
-        return
-    source = config.artifact_dir or starter_artifact_dir()
-    clustering = load_clustering(source)
-    check_fingerprint(clustering, embedder.fingerprint, str(source))
-    registry.activate_clustering(clustering)
-
-
-def _republish(registry: Registry, tables: TableHolder) -> RoutingTable | None:
-    """Rebuilds the table after a commit; the registry's write lock already orders these."""
-    table = RoutingTable.from_snapshot(registry.snapshot())
-    if table is not None:
-        tables.publish(table, allow_older=True)
-    return table

@@ -15,18 +15,17 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import grpc
-from uniroute.v1 import registry_pb2
 
 from ._errors import Compacted
-from ._registry import ChangeSet, Registry, Snapshot
-from ._wire import clustering_spec, model_message
+from ._proto import registry_pb2
+from ._records import ChangeSet
+from ._registry import Registry
+from ._wire import change_set_response, snapshot_response
 
 log = logging.getLogger("sidecar.watch")
 
 _CLOSE = object()  # the server is stopping
 _OVERFLOW = object()  # this watcher fell a whole buffer behind
-
-_EVENT_TYPES = {"put": registry_pb2.EVENT_TYPE_PUT, "delete": registry_pb2.EVENT_TYPE_DELETE}
 
 
 @dataclass(eq=False)
@@ -46,34 +45,6 @@ class _Watcher:
                 with self.queue.mutex:
                     self.queue.queue.clear()
                 self.queue.put_nowait(_OVERFLOW)
-
-
-def change_set_response(
-    change_set: ChangeSet, header: registry_pb2.ResponseHeader
-) -> registry_pb2.WatchResponse:
-    events = []
-    for change in change_set.changes:
-        event = registry_pb2.Event(type=_EVENT_TYPES[change.type])
-        if change.kind == "clustering" and change.clustering is not None:
-            event.clustering.CopyFrom(clustering_spec(change.clustering, change_set.revision))
-        elif change.model is not None:
-            event.model.CopyFrom(model_message(change.model))
-        else:
-            event.model.name = change.key
-        events.append(event)
-    return registry_pb2.WatchResponse(header=header, changes=registry_pb2.ChangeSet(events=events))
-
-
-def snapshot_response(
-    snapshot: Snapshot, reason: registry_pb2.SnapshotReason, header: registry_pb2.ResponseHeader
-) -> registry_pb2.WatchResponse:
-    message = registry_pb2.RegistrySnapshot(
-        reason=reason, models=[model_message(m) for m in snapshot.models]
-    )
-    if snapshot.clustering is not None:
-        active = snapshot.clustering
-        message.clustering.CopyFrom(clustering_spec(active.clustering, active.revision))
-    return registry_pb2.WatchResponse(header=header, snapshot=message)
 
 
 class WatchHub:

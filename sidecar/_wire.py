@@ -1,24 +1,40 @@
-"""Conversions between the registry's records and their protobuf messages.
+"""Every conversion between the sidecar's records and its protobuf messages.
 
-One place for both directions, so the leader's Watch stream and the follower
-that applies it cannot drift apart.
+This is the only module that reads or builds generated messages field by
+field, in both directions, so the leader's Watch stream and the follower that
+applies it, or the servicer and its clients, cannot drift apart. Model
+messages are derived from ``ModelRecord``'s field list: the two share every
+field name.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-from google.protobuf import timestamp_pb2
-from uniroute.v1 import registry_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from ._clustering import Clustering
 from ._errors import InvalidArgument
-from ._registry import SOURCE_EXPLICIT, SOURCE_RESULTS, ModelRecord
+from ._proto import registry_pb2, router_pb2
+from ._records import SOURCE_EXPLICIT, SOURCE_RESULTS, Change, ChangeSet, ModelRecord, Snapshot
+
+if TYPE_CHECKING:
+    from ._router import Decision, Query
 
 _PROFILE_SOURCES = {
     SOURCE_RESULTS: registry_pb2.PROFILE_SOURCE_RESULTS,
     SOURCE_EXPLICIT: registry_pb2.PROFILE_SOURCE_EXPLICIT,
 }
 _SOURCE_NAMES = {v: k for k, v in _PROFILE_SOURCES.items()}
+_EVENT_TYPES = {"put": registry_pb2.EVENT_TYPE_PUT, "delete": registry_pb2.EVENT_TYPE_DELETE}
+_EVENT_NAMES = {v: k for k, v in _EVENT_TYPES.items()}
+_TIMES = ("create_time", "update_time")
+_PAGE_TOKEN_PREFIX = "v1:"
 
 
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -27,45 +43,73 @@ def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     return ts
 
 
+def duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(seconds * 1e9))
+    return d
+
+
+# ------------------------------------------------------------------------ models
+
+
 def model_message(record: ModelRecord) -> registry_pb2.Model:
-    return registry_pb2.Model(
-        name=record.name,
-        cost=record.cost,
-        error_rates=record.error_rates.tolist(),
-        validation_counts=record.validation_counts.tolist(),
-        overall_error=record.overall_error,
-        revision=record.revision,
-        create_time=timestamp(record.create_time),
-        update_time=timestamp(record.update_time),
-        clustering_version=record.clustering_version,
-        description=record.description,
-        labels=dict(record.labels),
-        profile_source=_PROFILE_SOURCES.get(
-            record.profile_source, registry_pb2.PROFILE_SOURCE_UNSPECIFIED
-        ),
-        result_count=record.result_count,
-        create_revision=record.create_revision,
-    )
+    values: dict[str, Any] = {}
+    for f in fields(ModelRecord):
+        value = getattr(record, f.name)
+        if f.name in _TIMES:
+            value = timestamp(value)
+        elif f.name == "profile_source":
+            value = _PROFILE_SOURCES.get(value, registry_pb2.PROFILE_SOURCE_UNSPECIFIED)
+        elif isinstance(value, np.ndarray):
+            value = value.tolist()
+        elif f.name == "labels":
+            value = dict(value)
+        values[f.name] = value
+    return registry_pb2.Model(**values)
 
 
 def model_record(message: registry_pb2.Model) -> ModelRecord:
     """The inverse of model_message (times to the nanosecond)."""
-    return ModelRecord(
-        name=message.name,
-        cost=message.cost,
-        error_rates=np.asarray(message.error_rates, dtype=np.float64),
-        validation_counts=np.asarray(message.validation_counts, dtype=np.int64),
-        overall_error=message.overall_error,
-        result_count=message.result_count,
-        profile_source=_SOURCE_NAMES.get(message.profile_source, SOURCE_RESULTS),
-        clustering_version=message.clustering_version,
-        description=message.description,
-        labels=dict(message.labels),
-        create_revision=message.create_revision,
-        revision=message.revision,
-        create_time=message.create_time.ToNanoseconds() / 1e9,
-        update_time=message.update_time.ToNanoseconds() / 1e9,
-    )
+    values: dict[str, Any] = {}
+    for f in fields(ModelRecord):
+        value = getattr(message, f.name)
+        if f.name in _TIMES:
+            value = value.ToNanoseconds() / 1e9
+        elif f.name == "profile_source":
+            value = _SOURCE_NAMES.get(value, SOURCE_RESULTS)
+        elif f.name == "error_rates":
+            value = np.asarray(value, dtype=np.float64)
+        elif f.name == "validation_counts":
+            value = np.asarray(value, dtype=np.int64)
+        elif f.name == "labels":
+            value = dict(value)
+        values[f.name] = value
+    return ModelRecord(**values)
+
+
+def page_token(last_name: str) -> str:
+    """An opaque page token (AIP-158): clients must not build or parse it."""
+    raw = (_PAGE_TOKEN_PREFIX + last_name).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def page_token_after(token: str) -> str:
+    """The last name of the previous page, from a page token; '' for the first page."""
+    if not token:
+        return ""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = ""
+    if not raw.startswith(_PAGE_TOKEN_PREFIX):
+        raise InvalidArgument(
+            "page_token is not one this server issued; pass next_page_token unchanged, "
+            "or leave it empty for the first page"
+        )
+    return raw[len(_PAGE_TOKEN_PREFIX) :]
+
+
+# ------------------------------------------------------------------- clusterings
 
 
 def clustering_spec(
@@ -114,3 +158,101 @@ def clustering_from_spec(spec: registry_pb2.ClusteringSpec) -> Clustering:
             f"({clustering.version!r})"
         )
     return clustering
+
+
+def clustering_message(
+    clustering: Clustering, revision: int, create_time: float
+) -> registry_pb2.Clustering:
+    return registry_pb2.Clustering(
+        version=clustering.version,
+        k=clustering.k,
+        dim=clustering.dim,
+        embedder_fingerprint=clustering.embedder_fingerprint,
+        validation_counts=clustering.cluster_counts().tolist(),
+        revision=revision,
+        create_time=timestamp(create_time),
+    )
+
+
+# ------------------------------------------------------------------------- Watch
+
+
+def change_set_response(
+    change_set: ChangeSet, header: registry_pb2.ResponseHeader
+) -> registry_pb2.WatchResponse:
+    events = []
+    for change in change_set.changes:
+        event = registry_pb2.Event(type=_EVENT_TYPES[change.type])
+        if change.kind == "clustering" and change.clustering is not None:
+            event.clustering.CopyFrom(clustering_spec(change.clustering, change_set.revision))
+        elif change.model is not None:
+            event.model.CopyFrom(model_message(change.model))
+        else:
+            event.model.name = change.key
+        events.append(event)
+    return registry_pb2.WatchResponse(header=header, changes=registry_pb2.ChangeSet(events=events))
+
+
+def change_set_from_response(response: registry_pb2.WatchResponse) -> ChangeSet:
+    """The inverse of change_set_response; clusterings are verified as they are decoded."""
+    changes = []
+    for event in response.changes.events:
+        type_ = _EVENT_NAMES.get(event.type)
+        if type_ is None:
+            raise InvalidArgument(f"event type {event.type} is not put or delete")
+        if event.WhichOneof("target") == "clustering":
+            clustering = clustering_from_spec(event.clustering)
+            changes.append(Change(type_, "clustering", clustering.version, None, clustering))
+        elif type_ == "put":
+            changes.append(Change(type_, "model", event.model.name, model_record(event.model)))
+        else:
+            changes.append(Change(type_, "model", event.model.name))
+    return ChangeSet(response.header.revision, tuple(changes))
+
+
+def snapshot_response(
+    snapshot: Snapshot, reason: registry_pb2.SnapshotReason, header: registry_pb2.ResponseHeader
+) -> registry_pb2.WatchResponse:
+    message = registry_pb2.RegistrySnapshot(
+        reason=reason, models=[model_message(m) for m in snapshot.models]
+    )
+    if snapshot.clustering is not None:
+        active = snapshot.clustering
+        message.clustering.CopyFrom(clustering_spec(active.clustering, active.revision))
+    return registry_pb2.WatchResponse(header=header, snapshot=message)
+
+
+# ------------------------------------------------------------------------- Route
+
+
+def route_query(request: router_pb2.RouteRequest) -> Query:
+    from ._router import Query
+
+    return Query(
+        prompt=request.prompt,
+        candidates=request.candidate_models,
+        cost_weight=request.cost_weight if request.HasField("cost_weight") else None,
+        embedding=request.embedding,
+        request_id=request.request_id,
+    )
+
+
+def route_response(decision: Decision) -> router_pb2.RouteResponse:
+    return router_pb2.RouteResponse(
+        model=decision.model,
+        cluster=decision.cluster,
+        scores=[
+            router_pb2.CandidateScore(model=m, expected_error=e, cost=c, score=s)
+            for m, e, c, s in decision.candidates()
+        ],
+        revision=decision.table.revision,
+        clustering_version=decision.table.clustering_version,
+        cost_weight=decision.cost_weight,
+        truncated=decision.truncated,
+        prompt_tokens=decision.prompt_tokens,
+        request_id=decision.request_id,
+    )
+
+
+def route_responses(decisions: Sequence[Decision]) -> router_pb2.RouteBatchResponse:
+    return router_pb2.RouteBatchResponse(responses=[route_response(d) for d in decisions])

@@ -91,13 +91,13 @@ def test_bad_settings_are_rejected(embedder):
 
 
 def test_server_with_cache_and_batching_routes_the_same(make_sidecar, connect, topic_artifact):
-    from conftest import CODE_PROMPT, register_specialists
+    from _helpers import CODE_PROMPT, register_specialists
     from uniroute.v1 import router_pb2
 
     plain = make_sidecar(artifact_dir=topic_artifact)
     tuned = make_sidecar(
         artifact_dir=topic_artifact,
-        db_path=plain.registry.path.with_name("tuned.db"),
+        db_path=plain.config.db_path.with_name("tuned.db"),
         embedding_cache=64,
         batch_max_size=8,
         batch_max_wait_ms=1.0,

@@ -10,17 +10,16 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from conftest import CODE_PROMPT, COOK_PROMPT, free_port
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from _helpers import CODE_PROMPT, COOK_PROMPT
 
 from sidecar import Registry
 from sidecar._clustering import load_clustering
+from sidecar._readiness import free_port, wait_serving
 
 SIDECAR = [sys.executable, "-m", "sidecar._cli"]
 
@@ -46,31 +45,13 @@ def serving(log_dir: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[b
         ) as process,
     ):
         try:
-            wait_serving(address, process, log_path)
+            with grpc.insecure_channel(address) as channel:
+                wait_serving(channel, process=process, log=log_path, name="serve")
             yield address, process
         finally:
             if process.poll() is None:
                 process.terminate()
                 process.wait(timeout=30)
-
-
-def wait_serving(
-    address: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 60.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(f"server exited early: {log_path.read_text()}")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise AssertionError(f"server at {address} did not become SERVING in {timeout}s")
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +260,7 @@ def test_serve_refuses_a_corrupt_or_missing_onnx_model(tmp_path, embedder):
 
 def test_serve_refuses_a_database_from_a_newer_schema(tmp_path):
     db = tmp_path / "newer.db"
-    Registry(db).close()
+    Registry.open(db).close()
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     result = _serve_fails(tmp_path, "--db", str(db))

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -22,16 +22,27 @@ from sidecar._errors import (
     InvalidArgument,
     NotFound,
 )
-from sidecar._registry import (
-    MAX_DESCRIPTION,
-    MAX_LABELS,
-    SCHEMA_VERSION,
-    SOURCE_EXPLICIT,
-    SOURCE_RESULTS,
-    Event,
-    ModelRecord,
-    Registry,
-)
+from sidecar._profiles import MAX_DESCRIPTION, MAX_LABELS
+from sidecar._records import SOURCE_EXPLICIT, SOURCE_RESULTS, ModelRecord
+from sidecar._registry import Registry
+from sidecar._sqlite_store import SCHEMA_VERSION
+
+
+class Event(NamedTuple):
+    """One entry of the event log, without its payload."""
+
+    revision: int
+    type: str
+    kind: str
+    key: str
+
+
+def events_after(reg: Registry, revision: int) -> list[Event]:
+    return [
+        Event(change_set.revision, c.type, c.kind, c.key)
+        for change_set in reg.changes_after(revision)
+        for c in change_set.changes
+    ]
 
 D = 8
 ITEMS = tuple(f"i{n}" for n in range(9))
@@ -90,7 +101,7 @@ RES2_PSI_B = [0.25, 2 / 3]
 
 @pytest.fixture
 def reg(tmp_path: Path) -> Iterator[Registry]:
-    r = Registry(tmp_path / "r.db")
+    r = Registry.open(tmp_path / "r.db")
     yield r
     r.close()
 
@@ -125,7 +136,7 @@ def state(reg: Registry) -> tuple[Any, ...]:
     )
     results = tuple(sorted(reg.results_of(m.name).items()) for m in snap.models)
     version = snap.clustering.clustering.version if snap.clustering else None
-    return snap.revision, version, models, results, tuple(reg.events_after(0))
+    return snap.revision, version, models, results, tuple(events_after(reg, 0))
 
 
 # ------------------------------------------------------------------------- clustering
@@ -136,12 +147,12 @@ def test_empty_registry(reg: Registry) -> None:
     assert reg.active_clustering() is None
     snap = reg.snapshot()
     assert snap.revision == 0 and snap.clustering is None and snap.models == ()
-    assert reg.events_after(0) == []
+    assert events_after(reg, 0) == []
     assert reg.list_models() == ([], 0)
 
 
 def test_creates_parent_directories(tmp_path: Path) -> None:
-    r = Registry(tmp_path / "a" / "b" / "r.db")
+    r = Registry.open(tmp_path / "a" / "b" / "r.db")
     try:
         assert (tmp_path / "a" / "b" / "r.db").exists()
     finally:
@@ -164,7 +175,7 @@ def test_activate_clustering(reg: Registry) -> None:
     np.testing.assert_array_equal(act.clustering.item_clusters, c.item_clusters)
     assert act.clustering.embedder_fingerprint == "fp-a"
     assert act.clustering.info == {"name": "A"}
-    assert reg.events_after(0) == [Event(1, "put", "clustering", c.version)]
+    assert events_after(reg, 0) == [Event(1, "put", "clustering", c.version)]
 
 
 def test_reactivating_same_version_is_a_noop(reg: Registry) -> None:
@@ -236,7 +247,7 @@ def test_revisions_increase_and_events_are_ordered(active: Registry) -> None:
     assert revs == [2, 3, 4, 5, 6]
     assert active.revision == 6
     v = clustering_a().version
-    assert active.events_after(0) == [
+    assert events_after(active, 0) == [
         Event(1, "put", "clustering", v),
         Event(2, "put", "model", "m1"),
         Event(3, "put", "model", "m2"),
@@ -244,11 +255,11 @@ def test_revisions_increase_and_events_are_ordered(active: Registry) -> None:
         Event(5, "delete", "model", "m2"),
         Event(6, "put", "model", "m3"),
     ]
-    assert active.events_after(4) == [
+    assert events_after(active, 4) == [
         Event(5, "delete", "model", "m2"),
         Event(6, "put", "model", "m3"),
     ]
-    assert active.events_after(6) == []
+    assert events_after(active, 6) == []
 
 
 def test_register_without_clustering(reg: Registry) -> None:
@@ -258,7 +269,7 @@ def test_register_without_clustering(reg: Registry) -> None:
         reg.register_model("m", 1.0, error_rates=[0.1])
     assert reg.revision == 0
     assert reg.snapshot().models == ()
-    assert reg.events_after(0) == []
+    assert events_after(reg, 0) == []
 
 
 def test_duplicate_name_without_allow_update(active: Registry) -> None:
@@ -381,7 +392,7 @@ def test_deregister(active: Registry, tmp_path: Path) -> None:
     with pytest.raises(NotFound):
         active.results_of("a")
     assert [m.name for m in active.snapshot().models] == ["b"]
-    assert active.events_after(3) == [Event(4, "delete", "model", "a")]
+    assert events_after(active, 3) == [Event(4, "delete", "model", "a")]
     # The per-item results went with the model.
     with closing(sqlite3.connect(tmp_path / "r.db")) as db:
         rows = db.execute("SELECT model, COUNT(*) FROM model_results GROUP BY model").fetchall()
@@ -444,7 +455,7 @@ def test_new_clustering_recomputes_in_one_revision(active: Registry) -> None:
 
     assert rev == 5 and active.revision == 5
     assert calls == [5]
-    assert active.events_after(4) == [
+    assert events_after(active, 4) == [
         Event(5, "put", "clustering", b.version),
         Event(5, "put", "model", "res"),
         Event(5, "delete", "model", "exp"),
@@ -503,7 +514,7 @@ def test_activation_with_only_explicit_models_empties_the_pool(active: Registry)
     b = clustering_b()
     assert active.activate_clustering(b) == 4
     assert active.snapshot().models == ()
-    assert active.events_after(3) == [
+    assert events_after(active, 3) == [
         Event(4, "put", "clustering", b.version),
         Event(4, "delete", "model", "e1"),
         Event(4, "delete", "model", "e2"),
@@ -552,7 +563,7 @@ def test_listener_sees_committed_state(reg: Registry) -> None:
 
 def test_persistence_across_reopen(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
-    r = Registry(path)
+    r = Registry.open(path)
     r.activate_clustering(clustering_a())
     r.register_model("res", 1.5, results=RES, description="d", labels={"k": "v"})
     r.register_model("exp", 0.5, error_rates=[0.1, 0.2, 0.3])
@@ -562,7 +573,7 @@ def test_persistence_across_reopen(tmp_path: Path) -> None:
     act_before = r.active_clustering()
     r.close()
 
-    r2 = Registry(path)
+    r2 = Registry.open(path)
     try:
         assert state(r2) == before
         assert r2.revision == 5
@@ -586,20 +597,20 @@ def test_persistence_across_reopen(tmp_path: Path) -> None:
 
 def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
-    Registry(path).close()
+    Registry.open(path).close()
     with closing(sqlite3.connect(path)) as db:
         (value,) = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         assert int(value) == SCHEMA_VERSION
         db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
         db.commit()
     with pytest.raises(ArtifactError, match="schema version"):
-        Registry(path)
+        Registry.open(path)
 
 
 def test_same_schema_version_reopens(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
-    Registry(path).close()
-    r = Registry(path)
+    Registry.open(path).close()
+    r = Registry.open(path)
     try:
         assert r.revision == 0
     finally:
@@ -610,7 +621,7 @@ def test_random_bytes_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
     path.write_bytes(b"NOT SQLITE" + os.urandom(8192))
     with pytest.raises(ArtifactError, match="cannot open registry database"):
-        Registry(path)
+        Registry.open(path)
 
 
 # ------------------------------------------------------------------------- concurrency
@@ -647,6 +658,6 @@ def test_concurrent_registrations(active: Registry) -> None:
     assert len(snap.models) == 100
     assert len({m.name for m in snap.models}) == 100
     assert [m.create_revision for m in snap.models] == list(range(2, 102))
-    events = active.events_after(1)
+    events = events_after(active, 1)
     assert [e.revision for e in events] == list(range(2, 102))
     assert all(e.type == "put" and e.kind == "model" for e in events)

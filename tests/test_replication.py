@@ -15,21 +15,24 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import grpc
 import pytest
 from _processes import (
     CLUSTER_OF,
+    CONVERGE,
     PROMPTS,
     RPC_TIMEOUT,
     STARTER_ITEMS,
     K,
     Proc,
     Sidecars,
-    eventually,
 )
 from uniroute.v1 import registry_pb2
+
+from sidecar._readiness import wait_until
 
 
 def profile_request(name: str, rate: float, cost: float = 1.0) -> Any:
@@ -71,8 +74,9 @@ def connected(proc: Proc) -> Any:
     return status
 
 
-def watchers(proc: Proc, count: int) -> None:
-    assert proc.status().watchers == count
+def watchers(proc: Proc, count: int) -> bool:
+    assert proc.status().watcher_count == count
+    return True
 
 
 def expect_code(code: grpc.StatusCode, call: Callable[..., Any], *args: Any) -> str:
@@ -116,7 +120,9 @@ def test_writes_on_the_leader_reach_every_follower(sidecars: Sidecars) -> None:
     added = register(leader, profile_request("acme/new-model", 0.2, cost=2.0))
     assert leader.status().revision == added.revision
     for follower in followers:
-        routed = eventually(routes_at, follower, ["acme/new-model"], added.revision)
+        routed = wait_until(
+            partial(routes_at, follower, ["acme/new-model"], added.revision), CONVERGE
+        )
         assert routed.scores[0].expected_error == pytest.approx(
             added.error_rates[routed.cluster], rel=1e-6
         )
@@ -131,7 +137,7 @@ def test_writes_on_the_leader_reach_every_follower(sidecars: Sidecars) -> None:
     ).revision
     assert removed == added.revision + 1
     for proc in [leader, *followers]:
-        eventually(at_revision, proc, removed)
+        wait_until(partial(at_revision, proc, removed), CONVERGE)
         message = expect_code(grpc.StatusCode.NOT_FOUND, proc.route, ["acme/new-model"])
         assert "acme/new-model" in message
         everyone = proc.route()
@@ -152,17 +158,18 @@ def test_writes_on_the_leader_reach_every_follower(sidecars: Sidecars) -> None:
         assert status.role == registry_pb2.ROLE_FOLLOWER
         assert status.leader == leader.address
         assert status.connected
-        assert (status.revision, status.models) == (removed, 1)
+        assert (status.revision, status.model_count) == (removed, 1)
         # The first snapshot (revision 1), then exactly the three writes as change sets.
-        assert (status.snapshots_applied, status.change_sets_applied) == (1, 3)
+        assert (status.applied_snapshot_count, status.applied_change_set_count) == (1, 3)
         assert status.last_error == ""
     # The refused writes changed nothing anywhere.
     assert [m.name for m in leader.models().models] == ["base"]
     leader_status = leader.status()
     assert leader_status.role == registry_pb2.ROLE_LEADER
-    assert (leader_status.revision, leader_status.watchers) == (removed, 3)
+    assert (leader_status.revision, leader_status.watcher_count) == (removed, 3)
 
 
+@pytest.mark.slow
 def test_followers_keep_routing_through_a_leader_crash_and_resume(sidecars: Sidecars) -> None:
     leader = sidecars.leader("leader")
     sidecars.wait_serving(leader)
@@ -172,13 +179,13 @@ def test_followers_keep_routing_through_a_leader_crash_and_resume(sidecars: Side
     revision = 0
     for i, name in enumerate(names):
         revision = register(leader, profile_request(name, 0.2 + 0.1 * i, cost=1.0 + i)).revision
-    before = {f.name: eventually(at_revision, f, revision) for f in followers}
+    before = {f.name: wait_until(partial(at_revision, f, revision), CONVERGE) for f in followers}
 
     sidecars.kill(leader)
     for follower in followers:
-        status = eventually(disconnected, follower)
-        assert (status.revision, status.models) == (revision, 3)
-        assert status.seconds_since_leader_contact >= 0
+        status = wait_until(partial(disconnected, follower), CONVERGE)
+        assert (status.revision, status.model_count) == (revision, 3)
+        assert status.HasField("since_leader_contact")
         for prompt in PROMPTS:
             routed = follower.route(prompt=prompt)
             assert routed.revision == revision
@@ -191,16 +198,17 @@ def test_followers_keep_routing_through_a_leader_crash_and_resume(sidecars: Side
     added = register(leader, profile_request("delta", 0.1))
     assert added.revision == revision + 1  # revisions are never reused
     for follower in followers:
-        eventually(routes_at, follower, ["delta"], added.revision)
-        after = eventually(connected, follower)
+        wait_until(partial(routes_at, follower, ["delta"], added.revision), CONVERGE)
+        after = wait_until(partial(connected, follower), CONVERGE)
         old = before[follower.name]
-        assert after.snapshots_applied == old.snapshots_applied == 1  # resumed, no resync
-        assert after.change_sets_applied == old.change_sets_applied + 1
-        assert after.reconnects > old.reconnects
+        assert after.applied_snapshot_count == old.applied_snapshot_count == 1  # resumed, no resync
+        assert after.applied_change_set_count == old.applied_change_set_count + 1
+        assert after.reconnect_count > old.reconnect_count
         assert after.last_error == ""
-    eventually(watchers, leader, 2)
+    wait_until(partial(watchers, leader, 2), CONVERGE)
 
 
+@pytest.mark.slow
 def test_follower_restarts_from_its_own_db_while_the_leader_is_down(sidecars: Sidecars) -> None:
     leader = sidecars.leader("leader")
     sidecars.wait_serving(leader)
@@ -209,7 +217,7 @@ def test_follower_restarts_from_its_own_db_while_the_leader_is_down(sidecars: Si
     first = register(leader, profile_request("alpha", 0.3))
     second = register(leader, profile_request("beta", 0.4, cost=3.0))
     revision = second.revision
-    eventually(at_revision, follower, revision)
+    wait_until(partial(at_revision, follower, revision), CONVERGE)
 
     sidecars.stop(follower)
     sidecars.kill(leader)
@@ -217,9 +225,9 @@ def test_follower_restarts_from_its_own_db_while_the_leader_is_down(sidecars: Si
     sidecars.wait_serving(follower)  # from its local db alone: no leader to talk to
     status = follower.status()
     assert status.role == registry_pb2.ROLE_FOLLOWER
-    assert (status.revision, status.models) == (revision, 2)
+    assert (status.revision, status.model_count) == (revision, 2)
     assert not status.connected
-    assert (status.snapshots_applied, status.change_sets_applied) == (0, 0)
+    assert (status.applied_snapshot_count, status.applied_change_set_count) == (0, 0)
     for prompt in PROMPTS:
         routed = follower.route(prompt=prompt)
         assert routed.revision == revision
@@ -234,10 +242,10 @@ def test_follower_restarts_from_its_own_db_while_the_leader_is_down(sidecars: Si
     leader = sidecars.restart(leader)
     sidecars.wait_serving(leader)
     added = register(leader, profile_request("gamma", 0.1))
-    eventually(routes_at, follower, ["gamma"], added.revision)
+    wait_until(partial(routes_at, follower, ["gamma"], added.revision), CONVERGE)
     status = follower.status()
-    assert (status.snapshots_applied, status.change_sets_applied) == (0, 1)
-    assert status.reconnects > 0
+    assert (status.applied_snapshot_count, status.applied_change_set_count) == (0, 1)
+    assert status.reconnect_count > 0
 
 
 def crash_results(i: int) -> dict[str, float]:
@@ -341,6 +349,7 @@ def test_sigkill_during_concurrent_registrations_loses_nothing_acknowledged(
             assert list(model.error_rates) == list(acked[name].error_rates)
 
 
+@pytest.mark.slow
 def test_follower_behind_the_compacted_history_resyncs_from_a_snapshot(
     sidecars: Sidecars,
 ) -> None:
@@ -350,7 +359,7 @@ def test_follower_behind_the_compacted_history_resyncs_from_a_snapshot(
     sidecars.wait_serving(follower)
     register(leader, profile_request("keeper", 0.4))
     old_revision = register(leader, profile_request("doomed", 0.3)).revision
-    eventually(at_revision, follower, old_revision)
+    wait_until(partial(at_revision, follower, old_revision), CONVERGE)
     sidecars.stop(follower)
 
     for i in range(8):
@@ -381,10 +390,10 @@ def test_follower_behind_the_compacted_history_resyncs_from_a_snapshot(
 
     follower = sidecars.restart(follower)
     sidecars.wait_serving(follower)
-    eventually(at_revision, follower, leader_status.revision)
+    wait_until(partial(at_revision, follower, leader_status.revision), CONVERGE)
     status = follower.status()
-    assert (status.snapshots_applied, status.change_sets_applied) == (1, 0)
-    assert status.models == 6
+    assert (status.applied_snapshot_count, status.applied_change_set_count) == (1, 0)
+    assert status.model_count == 6
     follower_models, leader_models = follower.models(), leader.models()
     assert follower_models.revision == leader_models.revision == leader_status.revision
     assert model_view(follower_models) == model_view(leader_models)

@@ -17,7 +17,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
-from conftest import CODE_PROMPT, free_port, topic_results, two_topic_prompts, wait_until
+from _helpers import CODE_PROMPT, topic_results, two_topic_prompts
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -44,6 +43,7 @@ from sidecar._auth import (
     tokens_from_env,
 )
 from sidecar._clustering import fit_clustering
+from sidecar._readiness import free_port, wait_serving, wait_until
 from sidecar._wire import clustering_spec
 
 SIDECAR = [sys.executable, "-m", "sidecar._cli"]
@@ -451,7 +451,7 @@ def test_a_follower_sends_its_leader_token(make_sidecar, topic_artifact, open_ch
     for follower, code in ((anonymous, "UNAUTHENTICATED"), (wrong, "PERMISSION_DENIED")):
         status = failing_follower(open_channel(follower.port), code)
         assert not status.connected
-        assert status.revision == 0 and status.snapshots_applied == 0
+        assert status.revision == 0 and status.applied_snapshot_count == 0
 
 
 def test_token_values_never_reach_the_logs(
@@ -619,7 +619,7 @@ def test_followers_need_a_valid_client_certificate_to_watch(
         stubs = open_channel(follower.port)
         status = failing_follower(stubs, "UNAVAILABLE")
         assert not status.connected
-        assert status.revision == 0 and status.snapshots_applied == 0
+        assert status.revision == 0 and status.applied_snapshot_count == 0
         expect_code(grpc.StatusCode.FAILED_PRECONDITION, route, stubs)  # no table, ever
     assert leader.hub is not None and leader.hub.watcher_count == 1
 
@@ -747,20 +747,7 @@ def serving_tls(
     with log.open("wb") as out, subprocess.Popen(command, stdout=out, stderr=out, env=env) as proc:
         try:
             with grpc.secure_channel(address, tls(pki)) as channel:
-                health = health_pb2_grpc.HealthStub(channel)
-                deadline = time.monotonic() + 60
-
-                def serving() -> bool:
-                    if proc.poll() is not None:
-                        raise AssertionError(f"serve exited early:\n{log.read_text()}")
-                    with contextlib.suppress(grpc.RpcError):
-                        reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                        return reply.status == health_pb2.HealthCheckResponse.SERVING
-                    assert time.monotonic() < deadline, log.read_text()
-                    return False
-
-                while not serving():
-                    time.sleep(0.1)
+                wait_serving(channel, process=proc, log=log, name="serve")
             yield address, proc
         finally:
             if proc.poll() is None:

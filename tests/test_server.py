@@ -6,7 +6,7 @@ import math
 
 import grpc
 import pytest
-from conftest import CODE_PROMPT, COOK_PROMPT, topic_results
+from _helpers import CODE_PROMPT, COOK_PROMPT, topic_results
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from uniroute.v1 import registry_pb2, router_pb2
@@ -328,6 +328,6 @@ def test_clustering_from_another_embedder_is_refused(embedder, topic_artifact, t
     config = ServerConfig(listen="127.0.0.1:0", db_path=db, artifact_dir=tmp_path / "foreign")
     with pytest.raises(ArtifactError, match="re-run `sidecar fit`"):
         serve(config, embedder=embedder)
-    registry = Registry(db)
+    registry = Registry.open(db)
     assert registry.revision == 0  # refused before anything was written
     registry.close()

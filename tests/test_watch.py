@@ -10,14 +10,7 @@ from contextlib import ExitStack, contextmanager
 import grpc
 import numpy as np
 import pytest
-from conftest import (
-    CODE_PROMPT,
-    Client,
-    free_port,
-    topic_results,
-    two_topic_prompts,
-    wait_until,
-)
+from _helpers import CODE_PROMPT, Client, topic_results, two_topic_prompts
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,6 +18,7 @@ from uniroute.v1 import registry_pb2, router_pb2
 
 from sidecar import Registry, ServerConfig, serve
 from sidecar._clustering import fit_clustering, save_clustering
+from sidecar._readiness import free_port, wait_until
 from sidecar._server import REGISTRY_SERVICE
 from sidecar._watch import WatchHub
 from sidecar._wire import clustering_spec
@@ -176,7 +170,7 @@ def test_follower_converges_and_refuses_writes(leader, make_sidecar, connect, tm
     wait_until(lambda: status(client).revision == leader.registry.revision)
     assert client.router.Route(router_pb2.RouteRequest(prompt=CODE_PROMPT)).model == "coder"
     register(leader_client, "chef", 1.0, "cook")
-    wait_until(lambda: status(client).models == 2)
+    wait_until(lambda: status(client).model_count == 2)
     with pytest.raises(grpc.RpcError) as info:
         register(client, "sneaky")
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -184,10 +178,10 @@ def test_follower_converges_and_refuses_writes(leader, make_sidecar, connect, tm
     snapshot = status(client)
     assert snapshot.role == registry_pb2.ROLE_FOLLOWER
     assert snapshot.connected
-    assert 0 <= snapshot.seconds_since_leader_contact < 5
-    assert snapshot.snapshots_applied == 1
-    assert snapshot.change_sets_applied == 1
-    assert status(leader_client).watchers == 1
+    assert 0 <= snapshot.since_leader_contact.ToTimedelta().total_seconds() < 5
+    assert snapshot.applied_snapshot_count == 1
+    assert snapshot.applied_change_set_count == 1
+    assert status(leader_client).watcher_count == 1
 
 
 def _clustering_with_k(embedder, k, fingerprint=None):
@@ -210,7 +204,7 @@ def test_reclustering_reaches_followers_in_one_revision(
     register(leader_client, "chef", 1.0, "cook")
     follower = follower_of(make_sidecar, leader, tmp_path)
     client = connect(follower.port)
-    wait_until(lambda: status(client).models == 2)
+    wait_until(lambda: status(client).model_count == 2)
     new = _clustering_with_k(embedder, 3)
     active = leader_client.registry.ActivateClustering(
         registry_pb2.ActivateClusteringRequest(clustering=clustering_spec(new))
@@ -221,7 +215,7 @@ def test_reclustering_reaches_followers_in_one_revision(
     assert table.clustering_version == new.version
     assert table.psi.shape == (2, 3)  # every model recomputed, in the same revision
     np.testing.assert_allclose(table.psi, leader.tables.current.psi)
-    assert status(client).change_sets_applied == 1  # one consistent change set
+    assert status(client).applied_change_set_count == 1  # one consistent change set
     bad = clustering_spec(new)
     bad.centroids = bad.centroids[:-4]
     with pytest.raises(grpc.RpcError) as info:
@@ -263,7 +257,7 @@ def test_follower_refuses_clustering_from_another_embedder(
     register(connect(first.port), "coder")
     follower = make_sidecar(follow=f"127.0.0.1:{port}", db_path=tmp_path / "f.db")
     client = connect(follower.port)
-    wait_until(lambda: status(client).models == 1)
+    wait_until(lambda: status(client).model_count == 1)
     before = follower.tables.current
     first.stop(0)
 
@@ -308,7 +302,7 @@ class _Aborted(Exception):
 def test_slow_watcher_is_dropped_without_blocking_writers(topic_artifact, tmp_path):
     from sidecar._clustering import load_clustering
 
-    registry = Registry(tmp_path / "hub.db")
+    registry = Registry.open(tmp_path / "hub.db")
     registry.activate_clustering(load_clustering(topic_artifact))
     hub = WatchHub(registry, buffer=3, progress_interval=0.1)
     registry.add_listener(hub.on_commit)
@@ -413,7 +407,7 @@ def test_follower_resyncs_when_the_leader_store_is_replaced(
     register(connect(first.port), "a")
     follower = make_sidecar(follow=f"127.0.0.1:{port}", db_path=tmp_path / "f.db")
     client = connect(follower.port)
-    wait_until(lambda: status(client).models == 1)
+    wait_until(lambda: status(client).model_count == 1)
     first.stop(0)
 
     second = make_sidecar(
@@ -424,7 +418,7 @@ def test_follower_resyncs_when_the_leader_store_is_replaced(
         register(second_client, name)
     wait_until(lambda: follower.tables.current.names == ("x", "y", "z"), timeout=20)
     assert follower.tables.current.revision == second.registry.revision
-    assert status(client).snapshots_applied == 2
+    assert status(client).applied_snapshot_count == 2
     assert follower.registry.upstream_store_id == second.registry.store_id
     clustering = client.registry.GetClustering(registry_pb2.GetClusteringRequest())
     assert clustering.revision == 1  # the leader's activation revision, not the snapshot's

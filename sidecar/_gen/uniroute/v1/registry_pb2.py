@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1auniroute/v1/registry.proto\x12\x0buniroute.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x03\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63ost\x18\x02 \x01(\x01\x12\x13\n\x0b\x65rror_rates\x18\x03 \x03(\x01\x12\x19\n\x11validation_counts\x18\x04 \x03(\x03\x12\x15\n\roverall_error\x18\x05 \x01(\x01\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x63lustering_version\x18\t \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12.\n\x06labels\x18\x0b \x03(\x0b\x32\x1e.uniroute.v1.Model.LabelsEntry\x12\x32\n\x0eprofile_source\x18\x0c \x01(\x0e\x32\x1a.uniroute.v1.ProfileSource\x12\x14\n\x0cresult_count\x18\r \x01(\x03\x12\x17\n\x0f\x63reate_revision\x18\x0e \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"2\n\x10ValidationResult\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"C\n\x11ValidationResults\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.uniroute.v1.ValidationResult\"#\n\x0c\x45rrorProfile\x12\x13\n\x0b\x65rror_rates\x18\x01 \x03(\x01\"\xb8\x02\n\x14RegisterModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63ost\x18\x02 \x01(\x01\x12\x31\n\x07results\x18\x03 \x01(\x0b\x32\x1e.uniroute.v1.ValidationResultsH\x00\x12,\n\x07profile\x18\x04 \x01(\x0b\x32\x19.uniroute.v1.ErrorProfileH\x00\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12=\n\x06labels\x18\x06 \x03(\x0b\x32-.uniroute.v1.RegisterModelRequest.LabelsEntry\x12\x14\n\x0c\x61llow_update\x18\x07 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08\x65vidence\"&\n\x16\x44\x65registerModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"+\n\x17\x44\x65registerModelResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.uniroute.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\"\x16\n\x14GetClusteringRequest\"\xb1\x01\n\nClustering\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x1c\n\x14\x65mbedder_fingerprint\x18\x04 \x01(\t\x12\x19\n\x11validation_counts\x18\x05 \x03(\x03\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc0\x01\n\x0e\x43lusteringSpec\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x1c\n\x14\x65mbedder_fingerprint\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x0b\n\x03\x64im\x18\x04 \x01(\x05\x12\x11\n\tcentroids\x18\x05 \x01(\x0c\x12\x1b\n\x13validation_item_ids\x18\x06 \x03(\t\x12\x1b\n\x13validation_clusters\x18\x07 \x03(\x05\x12\x1a\n\x12\x61\x63tivated_revision\x18\x08 \x01(\x03\"L\n\x19\x41\x63tivateClusteringRequest\x12/\n\nclustering\x18\x01 \x01(\x0b\x32\x1b.uniroute.v1.ClusteringSpec\"8\n\x0cWatchRequest\x12\x16\n\x0estart_revision\x18\x01 \x01(\x03\x12\x10\n\x08store_id\x18\x02 \x01(\t\"N\n\x0eResponseHeader\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x18\n\x10\x63ompact_revision\x18\x02 \x01(\x03\x12\x10\n\x08store_id\x18\x03 \x01(\t\"\x94\x01\n\x10RegistrySnapshot\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.uniroute.v1.SnapshotReason\x12/\n\nclustering\x18\x02 \x01(\x0b\x32\x1b.uniroute.v1.ClusteringSpec\x12\"\n\x06models\x18\x03 \x03(\x0b\x32\x12.uniroute.v1.Model\"\x8f\x01\n\x05\x45vent\x12$\n\x04type\x18\x01 \x01(\x0e\x32\x16.uniroute.v1.EventType\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x12.uniroute.v1.ModelH\x00\x12\x31\n\nclustering\x18\x03 \x01(\x0b\x32\x1b.uniroute.v1.ClusteringSpecH\x00\x42\x08\n\x06target\"/\n\tChangeSet\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.uniroute.v1.Event\"\x16\n\x14ProgressNotification\"\xdc\x01\n\rWatchResponse\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x1b.uniroute.v1.ResponseHeader\x12\x31\n\x08snapshot\x18\x02 \x01(\x0b\x32\x1d.uniroute.v1.RegistrySnapshotH\x00\x12)\n\x07\x63hanges\x18\x03 \x01(\x0b\x32\x16.uniroute.v1.ChangeSetH\x00\x12\x35\n\x08progress\x18\x04 \x01(\x0b\x32!.uniroute.v1.ProgressNotificationH\x00\x42\t\n\x07payload\"\x12\n\x10GetStatusRequest\"\xc2\x02\n\x0cServerStatus\x12\x1f\n\x04role\x18\x01 \x01(\x0e\x32\x11.uniroute.v1.Role\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x1a\n\x12\x63lustering_version\x18\x03 \x01(\t\x12\x0e\n\x06models\x18\x04 \x01(\x05\x12\x0e\n\x06leader\x18\x05 \x01(\t\x12\x11\n\tconnected\x18\x06 \x01(\x08\x12$\n\x1cseconds_since_leader_contact\x18\x07 \x01(\x01\x12\x12\n\nreconnects\x18\x08 \x01(\x03\x12\x19\n\x11snapshots_applied\x18\t \x01(\x03\x12\x1b\n\x13\x63hange_sets_applied\x18\n \x01(\x03\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12\x10\n\x08watchers\x18\x0c \x01(\x05\x12\x18\n\x10\x63ompact_revision\x18\r \x01(\x03*h\n\rProfileSource\x12\x1e\n\x1aPROFILE_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PROFILE_SOURCE_RESULTS\x10\x01\x12\x1b\n\x17PROFILE_SOURCE_EXPLICIT\x10\x02*\xad\x01\n\x0eSnapshotReason\x12\x1f\n\x1bSNAPSHOT_REASON_UNSPECIFIED\x10\x00\x12\x1d\n\x19SNAPSHOT_REASON_REQUESTED\x10\x01\x12\x1d\n\x19SNAPSHOT_REASON_COMPACTED\x10\x02\x12\x19\n\x15SNAPSHOT_REASON_AHEAD\x10\x03\x12!\n\x1dSNAPSHOT_REASON_STORE_CHANGED\x10\x04*R\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x45VENT_TYPE_PUT\x10\x01\x12\x15\n\x11\x45VENT_TYPE_DELETE\x10\x02*@\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_LEADER\x10\x01\x12\x11\n\rROLE_FOLLOWER\x10\x02\x32\xea\x04\n\x08Registry\x12\x46\n\rRegisterModel\x12!.uniroute.v1.RegisterModelRequest\x1a\x12.uniroute.v1.Model\x12\\\n\x0f\x44\x65registerModel\x12#.uniroute.v1.DeregisterModelRequest\x1a$.uniroute.v1.DeregisterModelResponse\x12<\n\x08GetModel\x12\x1c.uniroute.v1.GetModelRequest\x1a\x12.uniroute.v1.Model\x12M\n\nListModels\x12\x1e.uniroute.v1.ListModelsRequest\x1a\x1f.uniroute.v1.ListModelsResponse\x12K\n\rGetClustering\x12!.uniroute.v1.GetClusteringRequest\x1a\x17.uniroute.v1.Clustering\x12U\n\x12\x41\x63tivateClustering\x12&.uniroute.v1.ActivateClusteringRequest\x1a\x17.uniroute.v1.Clustering\x12@\n\x05Watch\x12\x19.uniroute.v1.WatchRequest\x1a\x1a.uniroute.v1.WatchResponse0\x01\x12\x45\n\tGetStatus\x12\x1d.uniroute.v1.GetStatusRequest\x1a\x19.uniroute.v1.ServerStatusB\x13\n\x0f\x64\x65v.uniroute.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1auniroute/v1/registry.proto\x12\x0buniroute.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x03\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63ost\x18\x02 \x01(\x01\x12\x13\n\x0b\x65rror_rates\x18\x03 \x03(\x01\x12\x19\n\x11validation_counts\x18\x04 \x03(\x03\x12\x15\n\roverall_error\x18\x05 \x01(\x01\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x63lustering_version\x18\t \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12.\n\x06labels\x18\x0b \x03(\x0b\x32\x1e.uniroute.v1.Model.LabelsEntry\x12\x32\n\x0eprofile_source\x18\x0c \x01(\x0e\x32\x1a.uniroute.v1.ProfileSource\x12\x14\n\x0cresult_count\x18\r \x01(\x03\x12\x17\n\x0f\x63reate_revision\x18\x0e \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"2\n\x10ValidationResult\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"C\n\x11ValidationResults\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.uniroute.v1.ValidationResult\"#\n\x0c\x45rrorProfile\x12\x13\n\x0b\x65rror_rates\x18\x01 \x03(\x01\"\xc6\x02\n\x14RegisterModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\x04\x63ost\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x31\n\x07results\x18\x03 \x01(\x0b\x32\x1e.uniroute.v1.ValidationResultsH\x00\x12,\n\x07profile\x18\x04 \x01(\x0b\x32\x19.uniroute.v1.ErrorProfileH\x00\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12=\n\x06labels\x18\x06 \x03(\x0b\x32-.uniroute.v1.RegisterModelRequest.LabelsEntry\x12\x14\n\x0c\x61llow_update\x18\x07 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08\x65videnceB\x07\n\x05_cost\"&\n\x16\x44\x65registerModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"+\n\x17\x44\x65registerModelResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.uniroute.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\"\x16\n\x14GetClusteringRequest\"\xb1\x01\n\nClustering\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x1c\n\x14\x65mbedder_fingerprint\x18\x04 \x01(\t\x12\x19\n\x11validation_counts\x18\x05 \x03(\x03\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc0\x01\n\x0e\x43lusteringSpec\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x1c\n\x14\x65mbedder_fingerprint\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x0b\n\x03\x64im\x18\x04 \x01(\x05\x12\x11\n\tcentroids\x18\x05 \x01(\x0c\x12\x1b\n\x13validation_item_ids\x18\x06 \x03(\t\x12\x1b\n\x13validation_clusters\x18\x07 \x03(\x05\x12\x1a\n\x12\x61\x63tivated_revision\x18\x08 \x01(\x03\"L\n\x19\x41\x63tivateClusteringRequest\x12/\n\nclustering\x18\x01 \x01(\x0b\x32\x1b.uniroute.v1.ClusteringSpec\"8\n\x0cWatchRequest\x12\x16\n\x0estart_revision\x18\x01 \x01(\x03\x12\x10\n\x08store_id\x18\x02 \x01(\t\"N\n\x0eResponseHeader\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x18\n\x10\x63ompact_revision\x18\x02 \x01(\x03\x12\x10\n\x08store_id\x18\x03 \x01(\t\"\x94\x01\n\x10RegistrySnapshot\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.uniroute.v1.SnapshotReason\x12/\n\nclustering\x18\x02 \x01(\x0b\x32\x1b.uniroute.v1.ClusteringSpec\x12\"\n\x06models\x18\x03 \x03(\x0b\x32\x12.uniroute.v1.Model\"\x8f\x01\n\x05\x45vent\x12$\n\x04type\x18\x01 \x01(\x0e\x32\x16.uniroute.v1.EventType\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x12.uniroute.v1.ModelH\x00\x12\x31\n\nclustering\x18\x03 \x01(\x0b\x32\x1b.uniroute.v1.ClusteringSpecH\x00\x42\x08\n\x06target\"/\n\tChangeSet\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.uniroute.v1.Event\"\x16\n\x14ProgressNotification\"\xdc\x01\n\rWatchResponse\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x1b.uniroute.v1.ResponseHeader\x12\x31\n\x08snapshot\x18\x02 \x01(\x0b\x32\x1d.uniroute.v1.RegistrySnapshotH\x00\x12)\n\x07\x63hanges\x18\x03 \x01(\x0b\x32\x16.uniroute.v1.ChangeSetH\x00\x12\x35\n\x08progress\x18\x04 \x01(\x0b\x32!.uniroute.v1.ProgressNotificationH\x00\x42\t\n\x07payload\"\x12\n\x10GetStatusRequest\"\x92\x03\n\x0cServerStatus\x12\x1f\n\x04role\x18\x01 \x01(\x0e\x32\x11.uniroute.v1.Role\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x1a\n\x12\x63lustering_version\x18\x03 \x01(\t\x12\x13\n\x0bmodel_count\x18\x04 \x01(\x05\x12\x0e\n\x06leader\x18\x05 \x01(\t\x12\x11\n\tconnected\x18\x06 \x01(\x08\x12\x37\n\x14since_leader_contact\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0freconnect_count\x18\x08 \x01(\x03\x12\x1e\n\x16\x61pplied_snapshot_count\x18\t \x01(\x03\x12 \n\x18\x61pplied_change_set_count\x18\n \x01(\x03\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12\x15\n\rwatcher_count\x18\x0c \x01(\x05\x12\x18\n\x10\x63ompact_revision\x18\r \x01(\x03J\x04\x08\x07\x10\x08R\x1cseconds_since_leader_contact*h\n\rProfileSource\x12\x1e\n\x1aPROFILE_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PROFILE_SOURCE_RESULTS\x10\x01\x12\x1b\n\x17PROFILE_SOURCE_EXPLICIT\x10\x02*\xad\x01\n\x0eSnapshotReason\x12\x1f\n\x1bSNAPSHOT_REASON_UNSPECIFIED\x10\x00\x12\x1d\n\x19SNAPSHOT_REASON_REQUESTED\x10\x01\x12\x1d\n\x19SNAPSHOT_REASON_COMPACTED\x10\x02\x12\x19\n\x15SNAPSHOT_REASON_AHEAD\x10\x03\x12!\n\x1dSNAPSHOT_REASON_STORE_CHANGED\x10\x04*R\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x45VENT_TYPE_PUT\x10\x01\x12\x15\n\x11\x45VENT_TYPE_DELETE\x10\x02*@\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_LEADER\x10\x01\x12\x11\n\rROLE_FOLLOWER\x10\x02\x32\xea\x04\n\x08Registry\x12\x46\n\rRegisterModel\x12!.uniroute.v1.RegisterModelRequest\x1a\x12.uniroute.v1.Model\x12\\\n\x0f\x44\x65registerModel\x12#.uniroute.v1.DeregisterModelRequest\x1a$.uniroute.v1.DeregisterModelResponse\x12<\n\x08GetModel\x12\x1c.uniroute.v1.GetModelRequest\x1a\x12.uniroute.v1.Model\x12M\n\nListModels\x12\x1e.uniroute.v1.ListModelsRequest\x1a\x1f.uniroute.v1.ListModelsResponse\x12K\n\rGetClustering\x12!.uniroute.v1.GetClusteringRequest\x1a\x17.uniroute.v1.Clustering\x12U\n\x12\x41\x63tivateClustering\x12&.uniroute.v1.ActivateClusteringRequest\x1a\x17.uniroute.v1.Clustering\x12@\n\x05Watch\x12\x19.uniroute.v1.WatchRequest\x1a\x1a.uniroute.v1.WatchResponse0\x01\x12\x45\n\tGetStatus\x12\x1d.uniroute.v1.GetStatusRequest\x1a\x19.uniroute.v1.ServerStatusB\x13\n\x0f\x64\x65v.uniroute.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,64 +38,64 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODEL_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_REGISTERMODELREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_REGISTERMODELREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_PROFILESOURCE']._serialized_start=2849
-  _globals['_PROFILESOURCE']._serialized_end=2953
-  _globals['_SNAPSHOTREASON']._serialized_start=2956
-  _globals['_SNAPSHOTREASON']._serialized_end=3129
-  _globals['_EVENTTYPE']._serialized_start=3131
-  _globals['_EVENTTYPE']._serialized_end=3213
-  _globals['_ROLE']._serialized_start=3215
-  _globals['_ROLE']._serialized_end=3279
-  _globals['_MODEL']._serialized_start=77
-  _globals['_MODEL']._serialized_end=542
-  _globals['_MODEL_LABELSENTRY']._serialized_start=497
-  _globals['_MODEL_LABELSENTRY']._serialized_end=542
-  _globals['_VALIDATIONRESULT']._serialized_start=544
-  _globals['_VALIDATIONRESULT']._serialized_end=594
-  _globals['_VALIDATIONRESULTS']._serialized_start=596
-  _globals['_VALIDATIONRESULTS']._serialized_end=663
-  _globals['_ERRORPROFILE']._serialized_start=665
-  _globals['_ERRORPROFILE']._serialized_end=700
-  _globals['_REGISTERMODELREQUEST']._serialized_start=703
-  _globals['_REGISTERMODELREQUEST']._serialized_end=1015
-  _globals['_REGISTERMODELREQUEST_LABELSENTRY']._serialized_start=497
-  _globals['_REGISTERMODELREQUEST_LABELSENTRY']._serialized_end=542
-  _globals['_DEREGISTERMODELREQUEST']._serialized_start=1017
-  _globals['_DEREGISTERMODELREQUEST']._serialized_end=1055
-  _globals['_DEREGISTERMODELRESPONSE']._serialized_start=1057
-  _globals['_DEREGISTERMODELRESPONSE']._serialized_end=1100
-  _globals['_GETMODELREQUEST']._serialized_start=1102
-  _globals['_GETMODELREQUEST']._serialized_end=1133
-  _globals['_LISTMODELSREQUEST']._serialized_start=1135
-  _globals['_LISTMODELSREQUEST']._serialized_end=1193
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1195
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1294
-  _globals['_GETCLUSTERINGREQUEST']._serialized_start=1296
-  _globals['_GETCLUSTERINGREQUEST']._serialized_end=1318
-  _globals['_CLUSTERING']._serialized_start=1321
-  _globals['_CLUSTERING']._serialized_end=1498
-  _globals['_CLUSTERINGSPEC']._serialized_start=1501
-  _globals['_CLUSTERINGSPEC']._serialized_end=1693
-  _globals['_ACTIVATECLUSTERINGREQUEST']._serialized_start=1695
-  _globals['_ACTIVATECLUSTERINGREQUEST']._serialized_end=1771
-  _globals['_WATCHREQUEST']._serialized_start=1773
-  _globals['_WATCHREQUEST']._serialized_end=1829
-  _globals['_RESPONSEHEADER']._serialized_start=1831
-  _globals['_RESPONSEHEADER']._serialized_end=1909
-  _globals['_REGISTRYSNAPSHOT']._serialized_start=1912
-  _globals['_REGISTRYSNAPSHOT']._serialized_end=2060
-  _globals['_EVENT']._serialized_start=2063
-  _globals['_EVENT']._serialized_end=2206
-  _globals['_CHANGESET']._serialized_start=2208
-  _globals['_CHANGESET']._serialized_end=2255
-  _globals['_PROGRESSNOTIFICATION']._serialized_start=2257
-  _globals['_PROGRESSNOTIFICATION']._serialized_end=2279
-  _globals['_WATCHRESPONSE']._serialized_start=2282
-  _globals['_WATCHRESPONSE']._serialized_end=2502
-  _globals['_GETSTATUSREQUEST']._serialized_start=2504
-  _globals['_GETSTATUSREQUEST']._serialized_end=2522
-  _globals['_SERVERSTATUS']._serialized_start=2525
-  _globals['_SERVERSTATUS']._serialized_end=2847
-  _globals['_REGISTRY']._serialized_start=3282
-  _globals['_REGISTRY']._serialized_end=3900
+  _globals['_PROFILESOURCE']._serialized_start=2975
+  _globals['_PROFILESOURCE']._serialized_end=3079
+  _globals['_SNAPSHOTREASON']._serialized_start=3082
+  _globals['_SNAPSHOTREASON']._serialized_end=3255
+  _globals['_EVENTTYPE']._serialized_start=3257
+  _globals['_EVENTTYPE']._serialized_end=3339
+  _globals['_ROLE']._serialized_start=3341
+  _globals['_ROLE']._serialized_end=3405
+  _globals['_MODEL']._serialized_start=109
+  _globals['_MODEL']._serialized_end=574
+  _globals['_MODEL_LABELSENTRY']._serialized_start=529
+  _globals['_MODEL_LABELSENTRY']._serialized_end=574
+  _globals['_VALIDATIONRESULT']._serialized_start=576
+  _globals['_VALIDATIONRESULT']._serialized_end=626
+  _globals['_VALIDATIONRESULTS']._serialized_start=628
+  _globals['_VALIDATIONRESULTS']._serialized_end=695
+  _globals['_ERRORPROFILE']._serialized_start=697
+  _globals['_ERRORPROFILE']._serialized_end=732
+  _globals['_REGISTERMODELREQUEST']._serialized_start=735
+  _globals['_REGISTERMODELREQUEST']._serialized_end=1061
+  _globals['_REGISTERMODELREQUEST_LABELSENTRY']._serialized_start=529
+  _globals['_REGISTERMODELREQUEST_LABELSENTRY']._serialized_end=574
+  _globals['_DEREGISTERMODELREQUEST']._serialized_start=1063
+  _globals['_DEREGISTERMODELREQUEST']._serialized_end=1101
+  _globals['_DEREGISTERMODELRESPONSE']._serialized_start=1103
+  _globals['_DEREGISTERMODELRESPONSE']._serialized_end=1146
+  _globals['_GETMODELREQUEST']._serialized_start=1148
+  _globals['_GETMODELREQUEST']._serialized_end=1179
+  _globals['_LISTMODELSREQUEST']._serialized_start=1181
+  _globals['_LISTMODELSREQUEST']._serialized_end=1239
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1241
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1340
+  _globals['_GETCLUSTERINGREQUEST']._serialized_start=1342
+  _globals['_GETCLUSTERINGREQUEST']._serialized_end=1364
+  _globals['_CLUSTERING']._serialized_start=1367
+  _globals['_CLUSTERING']._serialized_end=1544
+  _globals['_CLUSTERINGSPEC']._serialized_start=1547
+  _globals['_CLUSTERINGSPEC']._serialized_end=1739
+  _globals['_ACTIVATECLUSTERINGREQUEST']._serialized_start=1741
+  _globals['_ACTIVATECLUSTERINGREQUEST']._serialized_end=1817
+  _globals['_WATCHREQUEST']._serialized_start=1819
+  _globals['_WATCHREQUEST']._serialized_end=1875
+  _globals['_RESPONSEHEADER']._serialized_start=1877
+  _globals['_RESPONSEHEADER']._serialized_end=1955
+  _globals['_REGISTRYSNAPSHOT']._serialized_start=1958
+  _globals['_REGISTRYSNAPSHOT']._serialized_end=2106
+  _globals['_EVENT']._serialized_start=2109
+  _globals['_EVENT']._serialized_end=2252
+  _globals['_CHANGESET']._serialized_start=2254
+  _globals['_CHANGESET']._serialized_end=2301
+  _globals['_PROGRESSNOTIFICATION']._serialized_start=2303
+  _globals['_PROGRESSNOTIFICATION']._serialized_end=2325
+  _globals['_WATCHRESPONSE']._serialized_start=2328
+  _globals['_WATCHRESPONSE']._serialized_end=2548
+  _globals['_GETSTATUSREQUEST']._serialized_start=2550
+  _globals['_GETSTATUSREQUEST']._serialized_end=2568
+  _globals['_SERVERSTATUS']._serialized_start=2571
+  _globals['_SERVERSTATUS']._serialized_end=2973
+  _globals['_REGISTRY']._serialized_start=3408
+  _globals['_REGISTRY']._serialized_end=4026
 # @@protoc_insertion_point(module_scope)

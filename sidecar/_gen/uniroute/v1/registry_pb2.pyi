@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -283,31 +284,31 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerStatus(_message.Message):
-    __slots__ = ("role", "revision", "clustering_version", "models", "leader", "connected", "seconds_since_leader_contact", "reconnects", "snapshots_applied", "change_sets_applied", "last_error", "watchers", "compact_revision")
+    __slots__ = ("role", "revision", "clustering_version", "model_count", "leader", "connected", "since_leader_contact", "reconnect_count", "applied_snapshot_count", "applied_change_set_count", "last_error", "watcher_count", "compact_revision")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CLUSTERING_VERSION_FIELD_NUMBER: _ClassVar[int]
-    MODELS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_COUNT_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
-    SECONDS_SINCE_LEADER_CONTACT_FIELD_NUMBER: _ClassVar[int]
-    RECONNECTS_FIELD_NUMBER: _ClassVar[int]
-    SNAPSHOTS_APPLIED_FIELD_NUMBER: _ClassVar[int]
-    CHANGE_SETS_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    SINCE_LEADER_CONTACT_FIELD_NUMBER: _ClassVar[int]
+    RECONNECT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_SNAPSHOT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_CHANGE_SET_COUNT_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
-    WATCHERS_FIELD_NUMBER: _ClassVar[int]
+    WATCHER_COUNT_FIELD_NUMBER: _ClassVar[int]
     COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
     role: Role
     revision: int
     clustering_version: str
-    models: int
+    model_count: int
     leader: str
     connected: bool
-    seconds_since_leader_contact: float
-    reconnects: int
-    snapshots_applied: int
-    change_sets_applied: int
+    since_leader_contact: _duration_pb2.Duration
+    reconnect_count: int
+    applied_snapshot_count: int
+    applied_change_set_count: int
     last_error: str
-    watchers: int
+    watcher_count: int
     compact_revision: int
-    def __init__(self, role: _Optional[_Union[Role, str]] = ..., revision: _Optional[int] = ..., clustering_version: _Optional[str] = ..., models: _Optional[int] = ..., leader: _Optional[str] = ..., connected: _Optional[bool] = ..., seconds_since_leader_contact: _Optional[float] = ..., reconnects: _Optional[int] = ..., snapshots_applied: _Optional[int] = ..., change_sets_applied: _Optional[int] = ..., last_error: _Optional[str] = ..., watchers: _Optional[int] = ..., compact_revision: _Optional[int] = ...) -> None: ...
+    def __init__(self, role: _Optional[_Union[Role, str]] = ..., revision: _Optional[int] = ..., clustering_version: _Optional[str] = ..., model_count: _Optional[int] = ..., leader: _Optional[str] = ..., connected: _Optional[bool] = ..., since_leader_contact: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., reconnect_count: _Optional[int] = ..., applied_snapshot_count: _Optional[int] = ..., applied_change_set_count: _Optional[int] = ..., last_error: _Optional[str] = ..., watcher_count: _Optional[int] = ..., compact_revision: _Optional[int] = ...) -> None: ...

@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class RegistryStub:
     """Manages registered models and reports the active clustering.
+
+    Every method may also fail with UNAUTHENTICATED or PERMISSION_DENIED when
+    the server requires bearer tokens (writes always need a write token then),
+    with RESOURCE_EXHAUSTED when the server is at its concurrent-call limit,
+    and with INVALID_ARGUMENT for a request that does not decode.
     """
 
     def __init__(self, channel):
@@ -79,17 +84,26 @@ class RegistryStub:
 
 class RegistryServicer:
     """Manages registered models and reports the active clustering.
+
+    Every method may also fail with UNAUTHENTICATED or PERMISSION_DENIED when
+    the server requires bearer tokens (writes always need a write token then),
+    with RESOURCE_EXHAUSTED when the server is at its concurrent-call limit,
+    and with INVALID_ARGUMENT for a request that does not decode.
     """
 
     def RegisterModel(self, request, context):
         """Registers a model from graded validation results or an explicit profile.
 
         Errors:
-        * INVALID_ARGUMENT: bad name, negative/NaN/infinite cost, no results,
-        unknown or duplicate item ids, scores outside [0, 1], or a profile whose
-        length differs from the clustering's K or has rates outside [0, 1].
+        * INVALID_ARGUMENT: bad name, a missing cost, a cost that is negative,
+        NaN, infinite or above 1e30, neither or both of results and profile,
+        no results, unknown or duplicate item ids, scores outside [0, 1], more
+        than 100,000 results, a profile whose length differs from the
+        clustering's K or has rates outside [0, 1], or too many or too long
+        labels or description.
         * ALREADY_EXISTS: the name is registered and allow_update is false.
-        * FAILED_PRECONDITION: this server does not accept writes (a follower).
+        * FAILED_PRECONDITION: this server is a follower (the message names the
+        leader to write to), or no clustering is loaded.
         A failed call changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -99,7 +113,8 @@ class RegistryServicer:
     def DeregisterModel(self, request, context):
         """Removes a model from the pool. Its per-item results are deleted too.
 
-        Errors: NOT_FOUND if no model has that name.
+        Errors: NOT_FOUND if no model has that name; FAILED_PRECONDITION on a
+        follower (the message names the leader).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,6 +129,9 @@ class RegistryServicer:
 
     def ListModels(self, request, context):
         """Lists models in name order, one consistent revision per page.
+
+        Errors: INVALID_ARGUMENT for a page_size outside [0, 1000] or a
+        page_token this server did not issue.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -150,9 +168,14 @@ class RegistryServicer:
         start_revision, then every change as it commits, with progress
         heartbeats while idle. Shaped after etcd's Watch and Envoy's xDS.
 
-        The stream ends with RESOURCE_EXHAUSTED if this watcher falls more than
-        its buffer behind (resume from the last applied revision + 1), and with
-        UNAVAILABLE when the server shuts down.
+        Errors:
+        * INVALID_ARGUMENT: a negative start_revision.
+        * FAILED_PRECONDITION: this server is a follower; watch its leader.
+        * RESOURCE_EXHAUSTED: the server already has its maximum of Watch
+        streams (retry later), or this watcher fell more than its buffer of
+        revisions behind (resume from the last applied revision + 1).
+        * UNAVAILABLE: the server is shutting down; the stream may also end
+        without an error then.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -218,6 +241,11 @@ def add_RegistryServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Registry:
     """Manages registered models and reports the active clustering.
+
+    Every method may also fail with UNAUTHENTICATED or PERMISSION_DENIED when
+    the server requires bearer tokens (writes always need a write token then),
+    with RESOURCE_EXHAUSTED when the server is at its concurrent-call limit,
+    and with INVALID_ARGUMENT for a request that does not decode.
     """
 
     @staticmethod

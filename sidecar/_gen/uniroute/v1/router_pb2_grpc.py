@@ -58,20 +58,36 @@ class RouterServicer:
 
         Errors:
         * INVALID_ARGUMENT: empty or whitespace-only prompt (and no embedding),
-        a cost_weight that is NaN, infinite or negative, or an embedding whose
-        dimension differs from the clustering's.
+        a prompt over the server's byte limit (256 KiB unless configured with
+        `--max-prompt-bytes`), a request_id over 128 bytes, a cost_weight that
+        is NaN, infinite or negative, an embedding whose dimension differs from
+        the clustering's or that is zero or not finite, or a request that does
+        not decode.
         * NOT_FOUND: a name in candidate_models is not registered.
-        * FAILED_PRECONDITION: no model is registered yet.
+        * FAILED_PRECONDITION: no clustering is loaded or no model is registered
+        yet.
+        * RESOURCE_EXHAUSTED: the server is at its concurrent-call limit, or the
+        call's deadline is too short to be met; retry with backoff.
+        * DEADLINE_EXCEEDED: the deadline passed before the answer was ready.
+        * UNAUTHENTICATED, PERMISSION_DENIED: the server requires a read token
+        and none, or a wrong one, was sent.
+        * INTERNAL: the embedder produced a non-finite vector (a broken model
+        file); the message says so. Never a stack trace.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RouteBatch(self, request, context):
-        """Routes many prompts in one call. The prompts are embedded as one batch,
-        which is cheaper per prompt than separate Route calls. All requests are
-        validated before any is computed: one bad request fails the whole call
-        and its message names the index of the offending request.
+        """Routes up to 1024 prompts in one call, all from the same routing table,
+        each exactly as Route would. It saves the per-call round trips; it does
+        not make embedding cheaper per prompt: prompts not in the embedding cache
+        are embedded together, and the int8 embedder runs them one at a time. All
+        requests are validated before any is computed: one bad request fails the
+        whole call and its message names the index of the offending request.
+
+        Errors: those of Route, and INVALID_ARGUMENT for an empty list or more
+        than 1024 requests.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

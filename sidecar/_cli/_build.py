@@ -1,0 +1,111 @@
+"""Offline commands that build artifacts: export-embedder and fit.
+
+Both are slow, run by people or CI, and pull in heavy libraries (torch for
+the export, scikit-learn for K-means) that serving never loads, so every
+import happens inside the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+
+class ProgressBar:
+    """A dependency-free progress bar on stderr; plain periodic lines when not a TTY."""
+
+    def __init__(self, total: int, label: str, stream: TextIO | None = None) -> None:
+        self.total = max(total, 1)
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.start = time.monotonic()
+        self._last_decile = -1
+
+    def update(self, done: int) -> None:
+        fraction = min(done / self.total, 1.0)
+        elapsed = time.monotonic() - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        text = f"{self.label}: {done}/{self.total} ({rate:.0f}/s)"
+        if self.tty:
+            filled = int(fraction * 30)
+            self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {text}")
+            if done >= self.total:
+                self.stream.write("\n")
+        elif int(fraction * 10) > self._last_decile:
+            self._last_decile = int(fraction * 10)
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def cmd_export_embedder(args: argparse.Namespace) -> int:
+    from .._embedder import default_embedder_dir
+    from .._export import export_embedder  # torch is needed only here
+
+    out = args.out or default_embedder_dir()
+    manifest = export_embedder(
+        out,
+        args.source,
+        quantize=not args.no_quantize,
+        max_tokens=args.max_tokens,
+        min_cosine=args.min_cosine,
+        **({"truncation": args.truncation} if args.truncation else {}),
+    )
+    probe = manifest["probe"]
+    print(
+        f"wrote {out}: dim={manifest['dim']} max_tokens={manifest['max_tokens']} "
+        f"quantization={manifest['quantization']} probe mean cosine={probe['mean_cosine']:.4f} "
+        f"fingerprint={manifest['fingerprint'][:16]}…"
+    )
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from .._clustering import fit_clustering, save_clustering
+    from .._embedder import Embedder, default_embedder_dir
+    from .._jsonl import read_items, read_prompts
+
+    train = read_prompts(args.train)
+    val_ids, val_prompts = read_items(args.val)
+    embedder = Embedder.from_dir(
+        args.embedder or default_embedder_dir(), threads=args.threads, truncation=args.truncation
+    )
+    # Train and val often overlap (or are the same file): embed each distinct prompt once.
+    distinct = list(dict.fromkeys([*train, *val_prompts]))
+    row_of = {prompt: row for row, prompt in enumerate(distinct)}
+    embedded = _embed_with_progress(embedder, distinct, "embedding prompts")
+    train_rows = [row_of[p] for p in train]
+    val_rows = [row_of[p] for p in val_prompts]
+    clustering = fit_clustering(
+        embedded.vectors[train_rows],
+        val_ids,
+        embedded.vectors[val_rows],
+        k=args.k,
+        embedder_fingerprint=embedder.fingerprint,
+        seed=args.seed,
+        info={"train_file": args.train.name, "val_file": args.val.name},
+    )
+    save_clustering(clustering, args.out)
+    counts = clustering.cluster_counts()
+    print(
+        f"wrote {args.out}: version={clustering.version} k={clustering.k} "
+        f"train={len(train)} val={len(val_ids)} "
+        f"distinct prompts={len(distinct)} truncated={int(embedded.truncated.sum())}"
+    )
+    print(f"validation items per cluster: {counts.tolist()}")
+    empty = [i for i, n in enumerate(counts) if n == 0]
+    if empty:
+        print(
+            f"warning: cluster(s) {empty} have no validation items; models will get their "
+            "overall error there. Add validation items or lower -k.",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _embed_with_progress(embedder: Any, texts: Sequence[str], label: str) -> Any:
+    bar = ProgressBar(len(texts), label)
+    return embedder.embed_batch(texts, progress=bar.update)

@@ -1,0 +1,189 @@
+"""Every flag of every `sidecar` command, in one place; the commands live beside it."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from ._build import cmd_export_embedder, cmd_fit
+from ._client import (
+    cmd_activate_clustering,
+    cmd_deregister,
+    cmd_models,
+    cmd_register,
+    cmd_route,
+    cmd_status,
+)
+from ._serve import cmd_serve
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+TRUNCATION_HELP = "long prompts keep their head, tail, or head_tail[:N] (first N + the end)"
+
+
+def _nonnegative_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sidecar",
+        description="UniRoute routing sidecar: send each prompt to the cheapest LLM likely to "
+        "get it right.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def client_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--server", default=DEFAULT_SERVER, help="sidecar address HOST:PORT")
+        p.add_argument("--timeout", type=float, default=30.0, help="RPC deadline in seconds")
+        p.add_argument("--json", action="store_true", help="print the raw response as JSON")
+        p.add_argument(
+            "--token-file",
+            type=Path,
+            default=None,
+            help="file holding the bearer token to send (default: $UNIROUTE_TOKEN, if set)",
+        )
+        p.add_argument("--ca", type=Path, default=None, help="PEM CA bundle: use TLS, verify")
+        p.add_argument("--cert", type=Path, default=None, help="PEM client certificate (mTLS)")
+        p.add_argument("--key", type=Path, default=None, help="PEM key for --cert")
+
+    p = sub.add_parser("export-embedder", help="export a sentence-transformers model to ONNX")
+    p.add_argument("--out", type=Path, default=None, help="output dir (default var/embedder)")
+    p.add_argument("--source", type=Path, default=None, help="checkpoint dir (default MiniLM)")
+    p.add_argument("--no-quantize", action="store_true", help="keep fp32 weights")
+    p.add_argument("--truncation", default=None, help=TRUNCATION_HELP + " (default: head_tail:64)")
+    p.add_argument("--max-tokens", type=int, default=256, help="truncation length")
+    p.add_argument("--min-cosine", type=float, default=0.99, help="probe check threshold")
+    p.set_defaults(func=cmd_export_embedder)
+
+    p = sub.add_parser("fit", help="fit a clustering on training prompts, assign S_val")
+    p.add_argument("--train", type=Path, required=True, help="JSONL with a `prompt` per line")
+    p.add_argument("--val", type=Path, required=True, help="JSONL with `id` and `prompt`")
+    p.add_argument("-k", type=int, required=True, help="number of clusters K")
+    p.add_argument("--out", type=Path, required=True, help="artifact directory to write")
+    p.add_argument("--seed", type=int, default=0, help="K-means random seed")
+    p.add_argument("--embedder", type=Path, default=None, help="embedder dir")
+    p.add_argument("--threads", type=int, default=2, help="onnxruntime threads")
+    p.add_argument("--truncation", default=None, help=TRUNCATION_HELP + " (default: manifest)")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("serve", help="serve the Router and Registry gRPC API")
+    p.add_argument(
+        "--listen", default=DEFAULT_SERVER, help="address to bind: HOST:PORT or unix:///PATH"
+    )
+    p.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help="SQLite file (default var/registry.db, or var/follower.db with --follow)",
+    )
+    p.add_argument("--follow", metavar="HOST:PORT", default=None, help="follow this leader")
+    p.add_argument(
+        "--embedding-cache", type=int, default=0, help="LRU entries for repeated prompts (0: off)"
+    )
+    p.add_argument(
+        "--batch-max-size", type=int, default=0, help="micro-batch concurrent Routes (0: off)"
+    )
+    p.add_argument(
+        "--batch-max-wait-ms", type=float, default=0.0, help="max wait for a batch to fill"
+    )
+    p.add_argument("--history", type=int, default=10_000, help="revisions kept for Watch")
+    p.add_argument(
+        "--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM"
+    )
+    p.add_argument(
+        "--gil-switch-interval", type=float, default=0.0002, help="sys.setswitchinterval seconds"
+    )
+    p.add_argument(
+        "--metrics-listen", metavar="HOST:PORT", default=None, help="serve Prometheus /metrics"
+    )
+    p.add_argument(
+        "--max-concurrent-rpcs", type=int, default=256, help="beyond: RESOURCE_EXHAUSTED"
+    )
+    p.add_argument(
+        "--max-prompt-bytes", type=int, default=256 * 1024, help="longer prompts are refused"
+    )
+    p.add_argument(
+        "--log-prompts", action="store_true", help="debug: include prompts in -v route logs"
+    )
+    p.add_argument("--progress-interval", type=float, default=2.0, help="Watch heartbeat seconds")
+    p.add_argument("--artifact", type=Path, default=None, help="clustering dir to activate")
+    p.add_argument("--embedder", type=Path, default=None, help="embedder dir")
+    p.add_argument("--cost-weight", type=_nonnegative_float, default=0.0, help="default λ")
+    p.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per call")
+    p.add_argument("--truncation", default=None, help=TRUNCATION_HELP + " (default: manifest)")
+    security = p.add_argument_group(
+        "security", "tokens come from files or the environment, never from a flag's value"
+    )
+    security.add_argument(
+        "--write-tokens-file",
+        type=Path,
+        default=None,
+        help="tokens (one a line) that unlock writes; also $UNIROUTE_WRITE_TOKENS (a,b)",
+    )
+    security.add_argument(
+        "--read-tokens-file",
+        type=Path,
+        default=None,
+        help="tokens that unlock Route and reads; also $UNIROUTE_READ_TOKENS (default: open)",
+    )
+    security.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain")
+    security.add_argument("--tls-key", type=Path, default=None, help="PEM private key")
+    security.add_argument(
+        "--tls-client-ca", type=Path, default=None, help="require client certs from this CA (mTLS)"
+    )
+    security.add_argument(
+        "--leader-token-file",
+        type=Path,
+        default=None,
+        help="token a follower sends to its leader; also $UNIROUTE_LEADER_TOKEN",
+    )
+    security.add_argument("--leader-ca", type=Path, default=None, help="CA to verify the leader")
+    security.add_argument("--leader-cert", type=Path, default=None, help="client cert (mTLS)")
+    security.add_argument("--leader-key", type=Path, default=None, help="key for --leader-cert")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("register", help="register a model from graded validation results")
+    client_flags(p)
+    p.add_argument("--name", required=True, help="model name as the caller's LLM client uses")
+    p.add_argument("--cost", type=float, required=True, help="cost per request")
+    evidence = p.add_mutually_exclusive_group(required=True)
+    evidence.add_argument("--results", type=Path, help="JSONL of {id, correct|score}")
+    evidence.add_argument("--profile", help="explicit error rates, comma-separated, K values")
+    p.add_argument("--description", default="", help="free-form description")
+    p.add_argument("--label", action="append", default=[], help="key=value (repeatable)")
+    p.add_argument("--update", action="store_true", help="replace an existing model")
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("activate-clustering", help="activate a clustering on the leader")
+    client_flags(p)
+    p.add_argument("--artifact", type=Path, required=True, help="clustering dir from `fit`")
+    p.set_defaults(func=cmd_activate_clustering)
+
+    p = sub.add_parser("status", help="role and replication state of a sidecar")
+    client_flags(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("deregister", help="remove a model from the pool")
+    client_flags(p)
+    p.add_argument("--name", required=True)
+    p.set_defaults(func=cmd_deregister)
+
+    p = sub.add_parser("route", help="ask which model should answer a prompt")
+    client_flags(p)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--cost-weight", type=float, default=None, help="λ (default: server's)")
+    p.add_argument("--candidates", default="", help="comma-separated model names")
+    p.add_argument("--request-id", default="", help="echoed back for correlation")
+    p.set_defaults(func=cmd_route)
+
+    p = sub.add_parser("models", help="list registered models (or show one with --name)")
+    client_flags(p)
+    p.add_argument("--name", default="", help="show just this model")
+    p.set_defaults(func=cmd_models)
+    return parser
