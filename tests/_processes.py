@@ -12,31 +12,27 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from uniroute.v1 import registry_pb2, registry_pb2_grpc, router_pb2, router_pb2_grpc
 
+from sidecar._readiness import FAST_RECONNECT, free_port, wait_serving
 from sidecar._server import starter_artifact_dir
 
 SIDECAR = [sys.executable, "-m", "sidecar._cli"]
 PROGRESS_INTERVAL = "0.5"
 RPC_TIMEOUT = 10.0
-# Test clients reconnect quickly to a restarted server instead of backing off for seconds.
-CLIENT_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 500),
-]
+# How long a change may take to reach a process (a follower catching up, a
+# restarted leader accepting its followers again): the `wait_until` deadline.
+CONVERGE = 20.0
 PROMPTS = [
     "Write a Python function that checks whether a string is a palindrome.",
     "What is the best way to roast a whole chicken with garlic and thyme?",
@@ -44,8 +40,6 @@ PROMPTS = [
     "Solve for x: 3x + 7 = 22.",
     "Translate 'good morning, how are you?' into German.",
 ]
-
-T = TypeVar("T")
 
 
 def _starter_items() -> tuple[int, list[tuple[str, int]]]:
@@ -56,30 +50,6 @@ def _starter_items() -> tuple[int, list[tuple[str, int]]]:
 
 K, STARTER_ITEMS = _starter_items()
 CLUSTER_OF = dict(STARTER_ITEMS)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def eventually(fn: Callable[..., T], *args: Any, timeout: float = 20.0) -> T:
-    """Calls fn(*args) until it returns without an AssertionError or RpcError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return fn(*args)
-        except (AssertionError, grpc.RpcError) as exc:
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"not true within {timeout}s: {_describe(exc)}") from exc
-        time.sleep(0.1)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
-        return f"{exc.code().name}: {exc.details()}"
-    return str(exc) or repr(exc)
 
 
 @dataclass
@@ -150,27 +120,19 @@ class Sidecars:
             tuple(args),
             popen,
             log,
-            grpc.insecure_channel(address, CLIENT_OPTIONS),
+            grpc.insecure_channel(address, FAST_RECONNECT),
         )
         self.procs.append(proc)
         return proc
 
     def wait_serving(self, *procs: Proc, timeout: float = 60.0) -> None:
+        """Each of procs SERVING within one shared deadline; an early exit fails at once."""
         deadline = time.monotonic() + timeout
         for proc in procs:
-            health = health_pb2_grpc.HealthStub(proc.channel)
-            while True:
-                if proc.popen.poll() is not None:
-                    raise AssertionError(f"{proc.name} exited early:\n{proc.log.read_text()}")
-                with contextlib.suppress(grpc.RpcError):
-                    reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"{proc.name} not SERVING within {timeout}s:\n{proc.log.read_text()}"
-                    )
-                time.sleep(0.05)
+            left = max(0.0, deadline - time.monotonic())
+            wait_serving(
+                proc.channel, timeout=left, process=proc.popen, log=proc.log, name=proc.name
+            )
 
     def kill(self, proc: Proc) -> None:
         """SIGKILL: no shutdown handler runs, nothing is flushed but what the OS holds."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import grpc
-from conftest import topic_results
+from _helpers import topic_results
 from uniroute.v1 import registry_pb2, router_pb2
 
 

@@ -27,12 +27,14 @@ from sidecar._errors import ArtifactError, InvalidArgument
 from sidecar._export import PROBE_TEXTS, export_embedder
 
 
+# One export takes about 30 s (torch), so every test that exports is marked slow.
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("export") / "embedder"
     return out, export_embedder(out, quantize=True)
 
 
+@pytest.mark.slow
 def test_manifest_matches_files(exported: tuple[Path, dict[str, Any]]) -> None:
     out, manifest = exported
     assert json.loads((out / MANIFEST_FILE).read_text()) == manifest
@@ -61,6 +63,7 @@ def test_manifest_matches_files(exported: tuple[Path, dict[str, Any]]) -> None:
     assert manifest["created_time"].endswith("Z")
 
 
+@pytest.mark.slow
 def test_probe_quality(exported: tuple[Path, dict[str, Any]]) -> None:
     probe = exported[1]["probe"]
     assert probe["n"] == len(PROBE_TEXTS) >= 20
@@ -69,6 +72,7 @@ def test_probe_quality(exported: tuple[Path, dict[str, Any]]) -> None:
     assert probe["worst_cosine"] <= probe["mean_cosine"] <= 1.0
 
 
+@pytest.mark.slow
 def test_fingerprint_is_deterministic(
     exported: tuple[Path, dict[str, Any]], embedder: Embedder
 ) -> None:
@@ -78,6 +82,7 @@ def test_fingerprint_is_deterministic(
     assert manifest["fingerprint"] == embedder.fingerprint
 
 
+@pytest.mark.slow
 def test_export_loads_and_agrees_with_default(
     exported: tuple[Path, dict[str, Any]], embedder: Embedder
 ) -> None:
@@ -87,10 +92,12 @@ def test_export_loads_and_agrees_with_default(
         assert float(np.dot(fresh.embed(text).vector, embedder.embed(text).vector)) > 0.999
 
 
+@pytest.mark.slow
 def test_no_staging_leftovers(exported: tuple[Path, dict[str, Any]]) -> None:
     assert [p.name for p in exported[0].parent.iterdir()] == ["embedder"]
 
 
+@pytest.mark.slow
 def test_unquantized_export(tmp_path: Path, embedder: Embedder) -> None:
     """quantize=False: a different fingerprint, probe cosine 1, and the padded-batch path."""
     out = tmp_path / "fp32"
@@ -108,6 +115,7 @@ def test_unquantized_export(tmp_path: Path, embedder: Embedder) -> None:
         assert batch.truncated[i] == single.truncated
 
 
+@pytest.mark.slow
 def test_failed_probe_leaves_existing_dir_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,7 +11,7 @@ import math
 
 import grpc
 import pytest
-from conftest import CODE_PROMPT, Client, register_specialists, topic_results, two_topic_prompts
+from _helpers import CODE_PROMPT, Client, register_specialists, topic_results, two_topic_prompts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from uniroute.v1 import registry_pb2, router_pb2

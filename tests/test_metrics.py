@@ -7,7 +7,7 @@ import urllib.request
 
 import grpc
 import pytest
-from conftest import CODE_PROMPT, topic_results
+from _helpers import CODE_PROMPT, topic_results
 from uniroute.v1 import registry_pb2, router_pb2
 
 

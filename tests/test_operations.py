@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from _processes import PROMPTS, RPC_TIMEOUT, STARTER_ITEMS, Proc, Sidecars, eventually
+import pytest
+from _processes import CONVERGE, PROMPTS, RPC_TIMEOUT, STARTER_ITEMS, Proc, Sidecars
 from uniroute.v1 import registry_pb2, router_pb2
 
 from sidecar._clustering import fit_clustering, load_clustering
 from sidecar._jsonl import read_items, read_prompts
+from sidecar._readiness import wait_until
 from sidecar._server import starter_artifact_dir
 from sidecar._wire import clustering_spec
 
@@ -29,13 +31,11 @@ def rss_mb(proc: Proc) -> float:
     raise AssertionError("no VmRSS")
 
 
-def caught_up(followers: list[Proc], revision: int) -> None:
+def caught_up(followers: list[Proc], revision: int) -> bool:
+    """Asserts every follower is at revision (the message names the one that is not)."""
     for follower in followers:
         assert follower.status().revision == revision, follower.name
-
-
-def at_least(items: list[str], count: int) -> None:
-    assert len(items) >= count
+    return True
 
 
 def results_request(name: str, skill: float, rng: random.Random) -> Any:
@@ -68,6 +68,7 @@ def second_clustering(embedder: Any) -> Any:
     )
 
 
+@pytest.mark.slow
 def test_soak_routes_never_fail_and_followers_converge(sidecars: Sidecars, embedder: Any) -> None:
     leader = sidecars.leader("leader")
     followers = [sidecars.follower(f"follower{i}", leader) for i in range(3)]
@@ -83,7 +84,7 @@ def test_soak_routes_never_fail_and_followers_converge(sidecars: Sidecars, embed
             frozenset(live | {name})
         )
         live.add(name)
-    eventually(caught_up, followers, max(models_at))
+    wait_until(lambda: caught_up(followers, max(models_at)), timeout=CONVERGE)
 
     stop = threading.Event()
     failures: list[str] = []
@@ -157,7 +158,7 @@ def test_soak_routes_never_fail_and_followers_converge(sidecars: Sidecars, embed
     assert wrong == [], f"{len(wrong)} answers named a model not registered at their revision"
 
     final = leader.status()
-    eventually(caught_up, followers, final.revision)
+    wait_until(lambda: caught_up(followers, final.revision), timeout=CONVERGE)
     leader_view = [(m.name, list(m.error_rates)) for m in leader.models().models]
     for follower in followers:
         assert [(m.name, list(m.error_rates)) for m in follower.models().models] == leader_view
@@ -198,7 +199,7 @@ def test_sigterm_under_load_drops_no_accepted_call(sidecars: Sidecars) -> None:
     threads = [threading.Thread(target=client) for _ in range(6)]
     for t in threads:
         t.start()
-    eventually(at_least, outcomes, 30)
+    wait_until(lambda: len(outcomes) >= 30, timeout=CONVERGE)
     sidecars.stop(leader)  # SIGTERM; asserts a clean exit 0
     stop.set()
     for t in threads:
