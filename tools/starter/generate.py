@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Generate the synthetic prompt set behind the shipped starter clustering.
 
-Writes ``train.jsonl`` and ``val.jsonl`` next to this file. Every prompt is built
-from hand-written templates and hand-written slot values, drawn with a fixed
-seed, so the output is byte-identical on every run. Nothing is downloaded and
-only the standard library is used.
+Writes ``train.jsonl`` and ``val.jsonl`` into ``sidecar/data/starter/`` (or the
+directory given with ``--out``). Every prompt is built from hand-written
+templates and hand-written slot values, drawn with a fixed seed, so the output
+is byte-identical on every run. Nothing is downloaded and only the standard
+library is used. It lives outside the package: the wheel ships the JSONL files
+and the clustering fitted on them, not this generator.
 
 The prompts imitate ordinary LLM traffic across twelve task families. They are
 not real traffic and not benchmark data; they exist so the starter clustering
@@ -12,11 +14,13 @@ not real traffic and not benchmark data; they exist so the starter clustering
 
 Usage::
 
-    python3 sidecar/data/starter/generate.py
+    python3 tools/starter/generate.py              # rewrites the shipped files
+    python3 tools/starter/generate.py --out DIR    # writes them into DIR instead
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import re
@@ -38,7 +42,8 @@ ATTEMPTS_PER_TEMPLATE = 60
 # Share of prompts whose first letter is lower-cased, as people often type.
 LOWERCASE_RATE = 0.12
 
-OUT_DIR = Path(__file__).resolve().parent
+# The package's starter data folder, from tools/starter/ in the repository.
+OUT_DIR = Path(__file__).resolve().parents[2] / "sidecar" / "data" / "starter"
 
 _FORMATTER = string.Formatter()
 _FIELD_BASE = re.compile(r"[.\[]")
@@ -2253,11 +2258,22 @@ def write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
             fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Generate the synthetic prompt set behind the starter clustering."
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=OUT_DIR,
+        help="directory for train.jsonl and val.jsonl (default: %(default)s)",
+    )
+    out: Path = parser.parse_args(argv).out
+    out.mkdir(parents=True, exist_ok=True)
     train, val = build()
-    write_jsonl(OUT_DIR / "train.jsonl", train)
-    write_jsonl(OUT_DIR / "val.jsonl", val)
-    print(f"wrote {len(train)} train and {len(val)} val prompts to {OUT_DIR}")
+    write_jsonl(out / "train.jsonl", train)
+    write_jsonl(out / "val.jsonl", val)
+    print(f"wrote {len(train)} train and {len(val)} val prompts to {out}")
 
 
 if __name__ == "__main__":
