@@ -4,10 +4,17 @@ A clustering is fitted once on training prompts (never on S_val, which would
 overfit) and then frozen into a content-addressed artifact. Its version is a
 hash of everything that changes routing, so two sidecars that report the same
 version route identically.
+
+The artifact is one file, ``clustering.json`` (format "uniroute.clustering/2"),
+with the centroids embedded as base64 of little-endian float32, replaced with
+one ``os.replace``: a reader sees the old artifact or the new one, never half
+of each. The two-file format "uniroute.clustering/1" (``clustering.json`` plus
+``centroids.npy``) is still read; a save over it leaves the one file.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -22,9 +29,14 @@ import numpy as np
 
 from ._errors import ArtifactError, EmbedderMismatch, InvalidArgument
 
-ARTIFACT_FORMAT = "uniroute.clustering/1"
+ARTIFACT_FORMAT = "uniroute.clustering/2"
+LEGACY_FORMAT = "uniroute.clustering/1"  # read only: clustering.json + centroids.npy
 MANIFEST_NAME = "clustering.json"
-CENTROIDS_NAME = "centroids.npy"
+CENTROIDS_NAME = "centroids.npy"  # format 1 only
+# The version hash's domain tag. It names format 1 because it must never change:
+# the same content keeps the same version whatever file format carries it.
+_VERSION_DOMAIN = "uniroute.clustering/1"
+_CENTROIDS_DTYPE = "<f4"
 
 
 @dataclass(frozen=True)
@@ -59,7 +71,7 @@ class Clustering:
     def compute_version(self) -> str:
         """Hashes centroids, fingerprint and assignment: what makes two routers agree."""
         h = hashlib.sha256()
-        h.update(ARTIFACT_FORMAT.encode())
+        h.update(_VERSION_DOMAIN.encode())
         h.update(np.asarray(self.centroids.shape, dtype="<i8").tobytes())
         h.update(np.ascontiguousarray(self.centroids, dtype="<f4").tobytes())
         h.update(self.embedder_fingerprint.encode())
@@ -121,13 +133,25 @@ def fit_clustering(
 
 
 def save_clustering(clustering: Clustering, out_dir: Path) -> None:
-    """Writes the artifact atomically: a reader sees the old one or the new one, never half."""
+    """Writes the artifact atomically: a reader sees the old one or the new one, never half.
+
+    One file, replaced by one rename. A format-1 ``centroids.npy`` left from an
+    older save is removed afterwards (only a format-1 reader that is half-way
+    through that old artifact at that moment could notice, and it gets an
+    ArtifactError, never a mixture).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    centroids = np.ascontiguousarray(clustering.centroids, dtype=_CENTROIDS_DTYPE)
     manifest = {
         "format": ARTIFACT_FORMAT,
         "version": clustering.version,
         "k": clustering.k,
         "dim": clustering.dim,
+        "centroids": {
+            "dtype": _CENTROIDS_DTYPE,
+            "shape": list(centroids.shape),
+            "base64": base64.b64encode(centroids.tobytes()).decode("ascii"),
+        },
         "embedder_fingerprint": clustering.embedder_fingerprint,
         "info": clustering.info,
         "validation": {
@@ -139,22 +163,26 @@ def save_clustering(clustering: Clustering, out_dir: Path) -> None:
             ],
         },
     }
-    _atomic_write(out_dir / CENTROIDS_NAME, lambda f: np.save(f, clustering.centroids))
     text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
     _atomic_write(out_dir / MANIFEST_NAME, lambda f: f.write(text.encode()))
+    (out_dir / CENTROIDS_NAME).unlink(missing_ok=True)
 
 
 def load_clustering(path: Path) -> Clustering:
     """Loads and verifies an artifact; anything missing or tampered with is an ArtifactError."""
     manifest_path = path / MANIFEST_NAME
     try:
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format") != ARTIFACT_FORMAT:
+        manifest = json.loads(manifest_path.read_text())  # one read of one file
+        fmt = manifest.get("format")
+        if fmt == ARTIFACT_FORMAT:
+            centroids = _decode_centroids(manifest["centroids"])
+        elif fmt == LEGACY_FORMAT:
+            centroids = np.load(path / CENTROIDS_NAME, allow_pickle=False)
+        else:
             raise ArtifactError(
-                f"{manifest_path}: unsupported format {manifest.get('format')!r}, "
-                f"expected {ARTIFACT_FORMAT!r}"
+                f"{manifest_path}: unsupported format {fmt!r}, "
+                f"expected {ARTIFACT_FORMAT!r} (or {LEGACY_FORMAT!r})"
             )
-        centroids = np.load(path / CENTROIDS_NAME, allow_pickle=False)
         items = manifest["validation"]["items"]
         clustering = Clustering(
             centroids=np.ascontiguousarray(centroids, dtype=np.float32),
@@ -170,7 +198,7 @@ def load_clustering(path: Path) -> Clustering:
             f"cannot read clustering artifact at {path}: {exc}. Re-create it with `sidecar fit`."
         ) from exc
     if clustering.centroids.ndim != 2 or clustering.k < 1:
-        raise ArtifactError(f"{path / CENTROIDS_NAME}: centroids must be a non-empty K x D matrix")
+        raise ArtifactError(f"{path}: centroids must be a non-empty K x D matrix")
     if np.any(clustering.item_clusters < 0) or np.any(clustering.item_clusters >= clustering.k):
         raise ArtifactError(f"{manifest_path}: a validation item has a cluster outside [0, K)")
     if clustering.version != manifest.get("version"):
@@ -181,10 +209,24 @@ def load_clustering(path: Path) -> Clustering:
     return clustering
 
 
+def _decode_centroids(spec: object) -> np.ndarray:
+    """The embedded centroids of a format-2 artifact; ValueError/KeyError/TypeError if malformed."""
+    if not isinstance(spec, dict):
+        raise TypeError(f"'centroids' must be an object, got {type(spec).__name__}")
+    if spec["dtype"] != _CENTROIDS_DTYPE:
+        raise ValueError(f"centroids dtype {spec['dtype']!r} is not {_CENTROIDS_DTYPE!r}")
+    shape = spec["shape"]
+    if not (isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)):
+        raise ValueError(f"centroids shape {shape!r} is not a list of sizes")
+    data = base64.b64decode(spec["base64"], validate=True)
+    return np.frombuffer(data, dtype=_CENTROIDS_DTYPE).reshape(shape)
+
+
 def _atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide it from a server user
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import sidecar._clustering as sidecar_clustering
 from sidecar._clustering import (
     ARTIFACT_FORMAT,
     CENTROIDS_NAME,
+    LEGACY_FORMAT,
     MANIFEST_NAME,
     Clustering,
     assign,
@@ -287,11 +291,40 @@ def artifact(tmp_path: Path, fitted: Clustering) -> Path:
     return out
 
 
+def save_legacy(clustering: Clustering, out_dir: Path) -> None:
+    """The two-file "uniroute.clustering/1" artifact, exactly as earlier versions wrote it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "format": LEGACY_FORMAT,
+        "version": clustering.version,
+        "k": clustering.k,
+        "dim": clustering.dim,
+        "embedder_fingerprint": clustering.embedder_fingerprint,
+        "info": clustering.info,
+        "validation": {
+            "count": len(clustering.item_ids),
+            "cluster_counts": clustering.cluster_counts().tolist(),
+            "items": [
+                [i, int(c)]
+                for i, c in zip(clustering.item_ids, clustering.item_clusters, strict=True)
+            ],
+        },
+    }
+    np.save(out_dir / CENTROIDS_NAME, clustering.centroids)
+    (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+@pytest.fixture
+def legacy(tmp_path: Path, fitted: Clustering) -> Path:
+    out = tmp_path / "legacy"
+    save_legacy(fitted, out)
+    return out
+
+
 def test_save_load_roundtrip(artifact: Path, fitted: Clustering) -> None:
-    assert (artifact / MANIFEST_NAME).is_file()
-    assert (artifact / CENTROIDS_NAME).is_file()
-    # No temporary files are left behind by the atomic writes.
-    assert sorted(p.name for p in artifact.iterdir()) == sorted([MANIFEST_NAME, CENTROIDS_NAME])
+    # One file, and no temporary files left behind by the atomic write.
+    assert sorted(p.name for p in artifact.iterdir()) == [MANIFEST_NAME]
+    assert (artifact / MANIFEST_NAME).stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
     loaded = load_clustering(artifact)
     assert_same_clustering(loaded, fitted)
     assert loaded.centroids.flags["C_CONTIGUOUS"]
@@ -300,7 +333,13 @@ def test_save_load_roundtrip(artifact: Path, fitted: Clustering) -> None:
 
 def test_manifest_contents(artifact: Path, fitted: Clustering) -> None:
     manifest = json.loads((artifact / MANIFEST_NAME).read_text())
-    assert manifest["format"] == ARTIFACT_FORMAT
+    assert manifest["format"] == ARTIFACT_FORMAT == "uniroute.clustering/2"
+    assert manifest["centroids"]["dtype"] == "<f4"
+    assert manifest["centroids"]["shape"] == [N_BLOBS, D]
+    data = base64.b64decode(manifest["centroids"]["base64"], validate=True)
+    np.testing.assert_array_equal(
+        np.frombuffer(data, dtype="<f4").reshape(N_BLOBS, D), fitted.centroids
+    )
     assert manifest["version"] == fitted.version
     assert manifest["k"] == N_BLOBS
     assert manifest["dim"] == D
@@ -312,6 +351,80 @@ def test_save_overwrites_existing_artifact(artifact: Path) -> None:
     other = small_clustering()
     save_clustering(other, artifact)
     assert_same_clustering(load_clustering(artifact), other)
+
+
+def test_version_is_unchanged_by_the_artifact_format(tmp_path: Path) -> None:
+    # Content-addressed: the same clustering has the version it had in format 1.
+    c = small_clustering()
+    assert c.version == "989ae31ee85bf3632db8"
+    save_clustering(c, tmp_path / "new")
+    save_legacy(c, tmp_path / "old")
+    assert load_clustering(tmp_path / "new").version == c.version
+    assert load_clustering(tmp_path / "old").version == c.version
+
+
+def test_legacy_two_file_artifact_still_loads(legacy: Path, fitted: Clustering) -> None:
+    assert json.loads((legacy / MANIFEST_NAME).read_text())["format"] == "uniroute.clustering/1"
+    loaded = load_clustering(legacy)
+    assert_same_clustering(loaded, fitted)
+    assert loaded.info == fitted.info
+
+
+def test_saving_over_a_legacy_artifact_leaves_one_file(legacy: Path, fitted: Clustering) -> None:
+    save_clustering(fitted, legacy)
+    assert sorted(p.name for p in legacy.iterdir()) == [MANIFEST_NAME]
+    assert_same_clustering(load_clustering(legacy), fitted)
+
+
+def test_shipped_starter_artifact_is_one_file_with_its_old_version() -> None:
+    starter = Path(sidecar_clustering.__file__).parent / "data" / "starter"
+    assert not (starter / CENTROIDS_NAME).exists()
+    assert json.loads((starter / MANIFEST_NAME).read_text())["format"] == ARTIFACT_FORMAT
+    clustering = load_clustering(starter)
+    assert clustering.version == "4068ce5880ebd765feae"
+    assert clustering.k == 12 and clustering.dim == 384
+
+
+def test_a_concurrent_reader_never_sees_half_an_artifact(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    # Two clusterings that differ in everything a reader could mix up.
+    a = small_clustering(centroids=normalize_rows(rng.standard_normal((40, 64))))
+    b = small_clustering(
+        centroids=normalize_rows(rng.standard_normal((40, 64))),
+        embedder_fingerprint="fp-b",
+        item_clusters=np.array([3, 2, 1, 0], dtype=np.int64),
+    )
+    known = {a.version: a, b.version: b}
+    out = tmp_path / "artifact"
+    save_clustering(a, out)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    loads = 0
+
+    def read() -> None:
+        nonlocal loads
+        while not stop.is_set():
+            try:
+                got = load_clustering(out)
+                assert_same_clustering(got, known[got.version])
+                loads += 1
+            except BaseException as exc:  # report whatever went wrong
+                failures.append(exc)
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(300):
+            save_clustering(b if i % 2 == 0 else a, out)
+            if failures:
+                break
+    finally:
+        stop.set()
+        reader.join()
+    assert not failures, failures[0]
+    assert loads > 0
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME]
 
 
 def test_save_roundtrip_small(tmp_path: Path) -> None:
@@ -334,10 +447,13 @@ def test_load_missing_directory(tmp_path: Path) -> None:
         load_clustering(tmp_path / "nothing-here")
 
 
-def test_load_missing_centroids(artifact: Path) -> None:
-    (artifact / CENTROIDS_NAME).unlink()
+def test_load_missing_centroids(artifact: Path, legacy: Path) -> None:
+    _edit_manifest(artifact, lambda m: m.pop("centroids"))
     with pytest.raises(ArtifactError, match="sidecar fit"):
         load_clustering(artifact)
+    (legacy / CENTROIDS_NAME).unlink()
+    with pytest.raises(ArtifactError, match="sidecar fit"):
+        load_clustering(legacy)
 
 
 def test_load_missing_manifest(artifact: Path) -> None:
@@ -353,24 +469,52 @@ def test_load_garbage_json(artifact: Path, text: str) -> None:
         load_clustering(artifact)
 
 
-def test_load_garbage_centroids(artifact: Path) -> None:
-    (artifact / CENTROIDS_NAME).write_bytes(b"this is not an npy file at all")
+@pytest.mark.parametrize(
+    "centroids",
+    [
+        {"dtype": "<f4", "shape": [N_BLOBS, D], "base64": "not base64!"},
+        {"dtype": "<f4", "shape": [N_BLOBS, D], "base64": "AAAA"},  # 3 bytes, not K x D x 4
+        {"dtype": "<f4", "shape": [N_BLOBS, D + 1]},
+        {"dtype": "|O", "shape": [N_BLOBS, D]},  # never an object array
+        {"dtype": "<f8", "shape": [N_BLOBS, D]},
+        {"dtype": "<f4", "shape": "K x D"},
+        [1.0, 2.0],
+    ],
+)
+def test_load_garbage_centroids(artifact: Path, centroids: object) -> None:
+    def edit(m: dict) -> None:
+        if isinstance(centroids, dict):
+            m["centroids"] = {**m["centroids"], **centroids}
+        else:
+            m["centroids"] = centroids
+
+    _edit_manifest(artifact, edit)
     with pytest.raises(ArtifactError):
         load_clustering(artifact)
 
 
-def test_load_pickled_centroids_rejected(artifact: Path) -> None:
-    np.save(artifact / CENTROIDS_NAME, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+def test_load_garbage_legacy_centroids(legacy: Path) -> None:
+    (legacy / CENTROIDS_NAME).write_bytes(b"this is not an npy file at all")
     with pytest.raises(ArtifactError):
-        load_clustering(artifact)
+        load_clustering(legacy)
 
 
-def test_load_edited_centroids(artifact: Path, fitted: Clustering) -> None:
+def test_load_pickled_centroids_rejected(legacy: Path) -> None:
+    np.save(legacy / CENTROIDS_NAME, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ArtifactError):
+        load_clustering(legacy)
+
+
+def test_load_edited_centroids(artifact: Path, legacy: Path, fitted: Clustering) -> None:
     edited = fitted.centroids.copy()
     edited[0, 0] += 0.01
-    np.save(artifact / CENTROIDS_NAME, edited)
+    encoded = base64.b64encode(edited.astype("<f4").tobytes()).decode()
+    _edit_manifest(artifact, lambda m: m["centroids"].__setitem__("base64", encoded))
     with pytest.raises(ArtifactError, match="does not match its version"):
         load_clustering(artifact)
+    np.save(legacy / CENTROIDS_NAME, edited)
+    with pytest.raises(ArtifactError, match="does not match its version"):
+        load_clustering(legacy)
 
 
 def test_load_edited_item_cluster(artifact: Path, fitted: Clustering) -> None:
@@ -420,7 +564,7 @@ def test_load_cluster_index_out_of_range(artifact: Path, bad_cluster: int) -> No
         load_clustering(artifact)
 
 
-@pytest.mark.parametrize("fmt", ["uniroute.clustering/2", "", None, 1])
+@pytest.mark.parametrize("fmt", ["uniroute.clustering/3", "", None, 1])
 def test_load_wrong_format(artifact: Path, fmt: object) -> None:
     _edit_manifest(artifact, lambda m: m.__setitem__("format", fmt))
     with pytest.raises(ArtifactError, match="unsupported format"):
@@ -446,10 +590,17 @@ def test_load_malformed_items(artifact: Path) -> None:
         load_clustering(artifact)
 
 
-def test_load_one_dimensional_centroids(artifact: Path) -> None:
-    np.save(artifact / CENTROIDS_NAME, np.ones(D, dtype=np.float32))
+def test_load_one_dimensional_centroids(artifact: Path, legacy: Path) -> None:
+    ones = base64.b64encode(np.ones(D, dtype="<f4").tobytes()).decode()
+    _edit_manifest(
+        artifact,
+        lambda m: m.__setitem__("centroids", {"dtype": "<f4", "shape": [D], "base64": ones}),
+    )
     with pytest.raises(ArtifactError):
         load_clustering(artifact)
+    np.save(legacy / CENTROIDS_NAME, np.ones(D, dtype=np.float32))
+    with pytest.raises(ArtifactError):
+        load_clustering(legacy)
 
 
 def test_load_copy_elsewhere_still_valid(
