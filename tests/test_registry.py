@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -17,7 +16,6 @@ import pytest
 from sidecar._clustering import Clustering, normalize_rows
 from sidecar._errors import (
     AlreadyExists,
-    ArtifactError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -25,7 +23,6 @@ from sidecar._errors import (
 from sidecar._profiles import MAX_DESCRIPTION, MAX_LABELS
 from sidecar._records import SOURCE_EXPLICIT, SOURCE_RESULTS, ModelRecord
 from sidecar._registry import Registry
-from sidecar._sqlite_store import SCHEMA_VERSION
 
 
 class Event(NamedTuple):
@@ -43,6 +40,7 @@ def events_after(reg: Registry, revision: int) -> list[Event]:
         for change_set in reg.changes_after(revision)
         for c in change_set.changes
     ]
+
 
 D = 8
 ITEMS = tuple(f"i{n}" for n in range(9))
@@ -593,35 +591,6 @@ def test_persistence_across_reopen(tmp_path: Path) -> None:
         assert r2.register_model("new", 1.0, results=RES).revision == 6
     finally:
         r2.close()
-
-
-def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "r.db"
-    Registry.open(path).close()
-    with closing(sqlite3.connect(path)) as db:
-        (value,) = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        assert int(value) == SCHEMA_VERSION
-        db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
-        db.commit()
-    with pytest.raises(ArtifactError, match="schema version"):
-        Registry.open(path)
-
-
-def test_same_schema_version_reopens(tmp_path: Path) -> None:
-    path = tmp_path / "r.db"
-    Registry.open(path).close()
-    r = Registry.open(path)
-    try:
-        assert r.revision == 0
-    finally:
-        r.close()
-
-
-def test_random_bytes_are_refused(tmp_path: Path) -> None:
-    path = tmp_path / "r.db"
-    path.write_bytes(b"NOT SQLITE" + os.urandom(8192))
-    with pytest.raises(ArtifactError, match="cannot open registry database"):
-        Registry.open(path)
 
 
 # ------------------------------------------------------------------------- concurrency

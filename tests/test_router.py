@@ -265,3 +265,37 @@ def test_concurrent_publishes_never_give_a_torn_decision(embedder):
     print(f"{sum(counts)} decisions over {len(revisions)} of {len(published)} revisions")
     assert len(revisions) > 50, "the readers hardly raced the writer"
     assert all(counts), counts
+
+
+class _NaNEmbedder:
+    """An embedder whose model file is broken: every vector comes back NaN."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.dim = real.dim
+        self.fingerprint = real.fingerprint
+
+    def encode(self, text):
+        return self.real.encode(text)
+
+    def run(self, ids, mask):
+        return np.full((ids.shape[0], self.dim), np.nan, dtype=np.float32)
+
+    def embed(self, text):
+        return self.real.embed(text)
+
+    def embed_batch(self, texts):
+        return self.real.embed_batch(texts)
+
+
+def test_a_nan_embedding_is_an_error_not_cluster_0(embedder):
+    """A NaN vector used to go silently to cluster 0 and route as if it were a prompt there."""
+    from sidecar import EmbeddingFailed
+
+    router = Router(TableHolder(_table()), _NaNEmbedder(embedder))
+    with pytest.raises(EmbeddingFailed, match="non-finite"):
+        router.route(Query(prompt="Write a Python function that reverses a list."))
+    with pytest.raises(EmbeddingFailed, match=r"requests\[0\]"):
+        router.route_batch([Query(prompt="Reverse a list in Python.")])
+    good = Router(TableHolder(_table()), embedder)
+    assert good.route(Query(prompt="Reverse a list in Python.")).model in ("m0", "m1")
