@@ -51,12 +51,21 @@ test: $(STAMP) $(EMBEDDER) lint
 test-quick: $(STAMP) $(EMBEDDER)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-lint: $(STAMP)
+# Style, types, the architecture's import contracts (pyproject's
+# [tool.importlinter]) and the proto style guide (buf.yaml).
+lint: $(STAMP) $(BUF)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy sidecar tests bench tools
+	$(BIN)/lint-imports
+	$(BUF) lint
 
 typecheck: $(STAMP)
 	$(BIN)/mypy sidecar tests bench tools
+
+$(BUF):
+	mkdir -p $(TOOLS)
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @bufbuild/buf@$(BUF_VERSION)
 
 # Regenerate the protobuf/gRPC code from proto/. Never edit sidecar/_gen.
 proto: $(STAMP)

@@ -277,6 +277,9 @@ class Registry:
         if revision < 0:
             raise FailedPrecondition(f"snapshot revision {revision} is negative")
         with self._write() as txn:
+            # The old history may hold this very revision (a replaced leader store
+            # counts again from 1); what came before the snapshot is not replayable.
+            txn.reset_events(max(revision - 1, 0))
             txn.adopt_revision(revision)
             txn.set_meta("upstream_store_id", upstream_store_id)
             now = time.time()

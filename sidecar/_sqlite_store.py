@@ -202,6 +202,10 @@ class _SqliteTransaction:
         self._db.execute("DELETE FROM events WHERE revision <= ?", (up_to,))
         self.set_meta("compact_revision", str(up_to))
 
+    def reset_events(self, compact_revision: int) -> None:
+        self._db.execute("DELETE FROM events")
+        self.set_meta("compact_revision", str(compact_revision))
+
     # ----------------------------------------------------------------- clusterings
 
     def active_clustering(self) -> ActiveClustering | None:

@@ -104,6 +104,10 @@ class Transaction(Protocol):
         """Drops events at or below ``up_to`` and records it as the compact revision."""
         ...
 
+    def reset_events(self, compact_revision: int) -> None:
+        """Drops every event (a replica installing a snapshot starts a new history)."""
+        ...
+
 
 class Store(Protocol):
     """A durable backend: transactions plus commit notifications."""

@@ -11,12 +11,15 @@ import sidecar
 from sidecar import _errors
 
 
-def tree() -> list[type[BaseException]]:
-    return [
+def tree() -> list[type[sidecar.SidecarError]]:
+    classes = [
         obj
         for _, obj in inspect.getmembers(_errors, inspect.isclass)
-        if issubclass(obj, BaseException) and obj.__module__ == _errors.__name__
+        if obj.__module__ == _errors.__name__
     ]
+    errors = [c for c in classes if issubclass(c, sidecar.SidecarError)]
+    assert errors == classes, "every class in _errors belongs to the tree"
+    return errors
 
 
 def test_every_error_is_in_the_tree_with_a_real_status_code() -> None:

@@ -131,8 +131,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"last error: {status.last_error}")
     else:
         print(
-            f"{status.watcher_count} watcher(s), compacted up to revision "
-            f"{status.compact_revision}"
+            f"{status.watcher_count} watcher(s), compacted up to revision {status.compact_revision}"
         )
     return 0
 
