@@ -24,7 +24,14 @@ from sidecar._embedder import (
     sha256_file,
 )
 from sidecar._errors import ArtifactError, InvalidArgument
-from sidecar._export import PROBE_TEXTS, export_embedder
+from sidecar._export import (
+    MIN_CLUSTER_AGREEMENT,
+    MIN_WORST_COSINE,
+    PROBE_TEXTS,
+    cluster_agreement,
+    export_embedder,
+    gate_failures,
+)
 
 
 # One export takes about 30 s (torch), so every test that exports is marked slow.
@@ -70,6 +77,17 @@ def test_probe_quality(exported: tuple[Path, dict[str, Any]]) -> None:
     assert probe["mean_cosine"] >= 0.99
     assert probe["min_cosine"] == 0.99
     assert probe["worst_cosine"] <= probe["mean_cosine"] <= 1.0
+    assert probe["worst_cosine"] >= probe["min_worst_cosine"] == MIN_WORST_COSINE == 0.95
+    assert probe["cluster_agreement"] >= probe["min_cluster_agreement"]
+    assert probe["min_cluster_agreement"] == MIN_CLUSTER_AGREEMENT == 0.97
+    assert probe["cluster_agreement"] < 1.0  # int8 does move a few prompts: the gate measures
+    assert probe["cluster_probe"] == {
+        "prompts": "sidecar/data/starter/train.jsonl",
+        "n": 480,
+        "k": 12,
+        "seed": 0,
+    }
+    assert gate_failures(probe) == []
 
 
 @pytest.mark.slow
@@ -104,6 +122,7 @@ def test_unquantized_export(tmp_path: Path, embedder: Embedder) -> None:
     manifest = export_embedder(out, quantize=False)
     assert manifest["quantization"] == "none"
     assert manifest["probe"]["mean_cosine"] > 0.99999
+    assert manifest["probe"]["cluster_agreement"] == 1.0  # fp32 against itself
     assert manifest["fingerprint"] != embedder.fingerprint
     fp32 = Embedder.from_dir(out)
     texts = [*PROBE_TEXTS, "", "hi"]
@@ -115,18 +134,126 @@ def test_unquantized_export(tmp_path: Path, embedder: Embedder) -> None:
         assert batch.truncated[i] == single.truncated
 
 
-@pytest.mark.slow
-def test_failed_probe_leaves_existing_dir_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture(scope="module")
+def fp32_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fp32-cache")
+
+
+@pytest.fixture
+def cached_fp32(monkeypatch: pytest.MonkeyPatch, fp32_cache: Path) -> None:
+    """The torch export runs once per module; later exports copy its fp32 model."""
+    real = _export._export_fp32
+    cached = fp32_cache / "model.fp32.onnx"
+
+    def export_fp32(src: Path, fp32_path: Path, **kwargs: Any) -> dict[str, str]:
+        if not cached.exists():
+            versions = real(src, fp32_path, **kwargs)
+            shutil.copyfile(fp32_path, cached)
+            (fp32_cache / "versions.json").write_text(json.dumps(versions))
+        shutil.copyfile(cached, fp32_path)
+        return dict(json.loads((fp32_cache / "versions.json").read_text()))
+
+    monkeypatch.setattr(_export, "_export_fp32", export_fp32)
+
+
+def _keep_dir(tmp_path: Path) -> Path:
     out = tmp_path / "embedder"
     out.mkdir()
     (out / "keep.txt").write_text("previous artifact")
-    monkeypatch.setattr(_export, "_probe", lambda *args, **kwargs: [0.5] * len(PROBE_TEXTS))
-    with pytest.raises(ArtifactError, match="probe cosine"):
-        export_embedder(out, quantize=False)
+    return out
+
+
+def _assert_kept(tmp_path: Path, out: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["embedder"]
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("cached_fp32")
+def test_failed_probe_leaves_existing_dir_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _keep_dir(tmp_path)
+    monkeypatch.setattr(_export, "_probe", lambda *args, **kwargs: [0.5] * len(PROBE_TEXTS))
+    with pytest.raises(ArtifactError, match="mean-cosine gate") as info:
+        export_embedder(out, quantize=False)
+    assert "worst-cosine gate" in str(info.value)
+    assert "cluster-agreement gate" not in str(info.value)
+    _assert_kept(tmp_path, out)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("cached_fp32")
+def test_one_far_probe_fails_the_worst_cosine_gate_despite_a_good_mean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cosines = [0.999] * (len(PROBE_TEXTS) - 1) + [0.9]
+    assert np.mean(cosines) >= 0.99
+    out = _keep_dir(tmp_path)
+    monkeypatch.setattr(_export, "_probe", lambda *args, **kwargs: cosines)
+    with pytest.raises(
+        ArtifactError, match=r"worst-cosine gate \(worst probe cosine 0\.9000"
+    ) as info:
+        export_embedder(out, quantize=False)
+    assert "mean-cosine gate" not in str(info.value)
+    _assert_kept(tmp_path, out)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("cached_fp32")
+def test_cluster_disagreement_fails_the_cluster_agreement_gate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _keep_dir(tmp_path)
+    monkeypatch.setattr(_export, "_cluster_agreement", lambda *args, **kwargs: 0.9)
+    with pytest.raises(ArtifactError, match=r"cluster-agreement gate \(0\.9000 of 480") as info:
+        export_embedder(out, quantize=False)
+    assert "cosine gate" not in str(info.value)
+    _assert_kept(tmp_path, out)
+
+
+def _probe_section(**overrides: float) -> dict[str, Any]:
+    probe: dict[str, Any] = {
+        "n": 24,
+        "mean_cosine": 0.9916,
+        "min_cosine": 0.99,
+        "worst_cosine": 0.9634,
+        "min_worst_cosine": MIN_WORST_COSINE,
+        "cluster_agreement": 0.9917,
+        "min_cluster_agreement": MIN_CLUSTER_AGREEMENT,
+        "cluster_probe": {"prompts": "x", "n": 480, "k": 12, "seed": 0},
+    }
+    probe.update(overrides)
+    return probe
+
+
+def test_gate_failures_name_each_failed_gate() -> None:
+    assert gate_failures(_probe_section()) == []
+    (mean,) = gate_failures(_probe_section(mean_cosine=0.98))
+    assert mean.startswith("mean-cosine gate") and "0.9800 < 0.99" in mean
+    (worst,) = gate_failures(_probe_section(worst_cosine=0.94))
+    assert worst.startswith("worst-cosine gate") and "0.9400 < 0.95" in worst
+    (clusters,) = gate_failures(_probe_section(cluster_agreement=0.95))
+    assert clusters.startswith("cluster-agreement gate") and "0.9500 of 480" in clusters
+    everything = gate_failures(
+        _probe_section(mean_cosine=0.5, worst_cosine=0.1, cluster_agreement=0.2)
+    )
+    assert [f.split(" ")[0] for f in everything] == [
+        "mean-cosine",
+        "worst-cosine",
+        "cluster-agreement",
+    ]
+
+
+def test_cluster_agreement_catches_a_broken_embedder(embedder: Embedder) -> None:
+    prompts = _export._agreement_prompts()
+    assert len(prompts) == 480
+    reference = embedder.embed_batch(prompts).vectors
+    assert cluster_agreement(reference, reference) == 1.0
+    # A broken export that sees only the first six words of each prompt (as a bad
+    # truncation would) moves about a fifth of the prompts to another cluster.
+    broken = embedder.embed_batch([" ".join(p.split()[:6]) for p in prompts]).vectors
+    assert cluster_agreement(reference, broken) < 0.9 < MIN_CLUSTER_AGREEMENT
 
 
 def test_missing_source_raises(tmp_path: Path) -> None:
@@ -153,6 +280,8 @@ def test_incomplete_source_raises(tmp_path: Path, embedder: Embedder) -> None:
         {"max_tokens": 0},
         {"max_tokens": 10_000},
         {"min_cosine": 1.5},
+        {"min_worst_cosine": 0.0},
+        {"min_cluster_agreement": 1.01},
     ],
 )
 def test_bad_arguments(tmp_path: Path, kwargs: dict[str, Any]) -> None:
