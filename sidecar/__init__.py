@@ -21,11 +21,13 @@ from ._errors import (
     InvalidArgument,
     NotFound,
     SidecarError,
+    StoreUnavailable,
 )
 
 if TYPE_CHECKING:
     from ._clustering import Clustering, fit_clustering, load_clustering, save_clustering
-    from ._embedder import Embedder, default_embedder_dir
+    from ._embedder import Embedder
+    from ._embedder_manifest import default_embedder_dir
     from ._profiles import Profile, profile_from_rates, profile_from_results
     from ._records import ModelRecord, Snapshot
     from ._registry import Registry
@@ -36,7 +38,8 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "_clustering": ("Clustering", "fit_clustering", "load_clustering", "save_clustering"),
-    "_embedder": ("Embedder", "default_embedder_dir"),
+    "_embedder": ("Embedder",),
+    "_embedder_manifest": ("default_embedder_dir",),
     "_profiles": ("Profile", "profile_from_rates", "profile_from_results"),
     "_records": ("ModelRecord", "Snapshot"),
     "_registry": ("Registry",),
@@ -80,6 +83,7 @@ __all__ = [
     "SidecarError",
     "Snapshot",
     "Store",
+    "StoreUnavailable",
     "TableHolder",
     "build",
     "default_embedder_dir",

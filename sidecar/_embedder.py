@@ -9,10 +9,6 @@ fingerprint ties clusterings to the exact embedding function that produced them.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,188 +19,17 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from sidecar._errors import ArtifactError, InvalidArgument
-
-FORMAT = "uniroute.embedder/1"
-MANIFEST_FILE = "manifest.json"
-MODEL_FILE = "model.onnx"
-TOKENIZER_FILE = "tokenizer.json"
-ENV_DIR = "UNIROUTE_EMBEDDER_DIR"
-
-# Everything that changes the embedding *function*, and nothing that doesn't
-# (ONNX bytes, opset, library versions, timestamps), so re-exports on any machine
-# from the same checkpoint reproduce the same fingerprint.
-FINGERPRINT_KEYS = ("dim", "max_tokens", "truncation", "pooling", "normalize", "quantization")
-
-_REBUILD_HINT = "rebuild it with `sidecar export-embedder` (or `make embedder`)"
-
-TRUNCATION_MODES = ("head", "tail", "head_tail")
-DEFAULT_HEAD_TAIL_HEAD = 64
-# Prompts that open with a shared system prompt or few-shot template all embed
-# the same under head truncation; the RouterBench quality bench measured the
-# three strategies as tied there and head_tail best on held-out train (see
-# bench/RESULTS.md), so the default keeps both ends.
-DEFAULT_TRUNCATION = "head_tail:64"
-
-# Cutting a long text before tokenising it (see TokenWindow.cut). Each level
-# assumes a token spans at most this many characters of text; a cut whose
-# pieces turn out to hold too few tokens is retried at the next level, then
-# the whole text is tokenised. 8 covers prose and code with room to spare; 64
-# covers text full of long words and URLs; only text that is mostly
-# 100+-character "words" (one [UNK] each) or has no cut point falls through.
-CUT_CHARS_PER_TOKEN = (8, 64)
-# Where a cut never changes the tokens on either side: the BERT normaliser and
-# pre-tokeniser split words at these whitespace characters, and put every CJK
-# Unified Ideograph (U+4E00-U+9FFF) in a word of its own. Any other character
-# (letters, punctuation, emoji, combining marks, zero-width or control
-# characters, other scripts' spaces) may join with its neighbours in the
-# normaliser (NFD, accent stripping, control removal), so it is never a cut.
-_CUT_POINT = re.compile("[ \t\n\r\u4e00-\u9fff]")
-
-
-@dataclass(frozen=True)
-class TokenWindow:
-    """Which ``max_tokens`` of a long prompt the model sees.
-
-    ``head`` keeps the start, ``tail`` the end, and ``head_tail:N`` the first N
-    tokens plus the end. Prompts that open with a long shared system prompt or
-    few-shot template embed identically under ``head``; the tail is where the
-    actual question is.
-    """
-
-    max_tokens: int
-    mode: str = "head"
-    head: int = 0
-
-    @classmethod
-    def parse(cls, spec: str, max_tokens: int) -> TokenWindow:
-        mode, _, count = spec.partition(":")
-        if mode not in TRUNCATION_MODES or (count and mode != "head_tail"):
-            raise ValueError(
-                f"truncation {spec!r} is not one of head, tail, head_tail or head_tail:N"
-            )
-        head = 0
-        if mode == "head_tail":
-            head = int(count) if count else DEFAULT_HEAD_TAIL_HEAD
-            if not 0 < head < max_tokens - 2:
-                raise ValueError(f"head_tail needs 0 < N < {max_tokens - 2}, got {head}")
-        return cls(max_tokens, mode, head)
-
-    @property
-    def spec(self) -> str:
-        return f"head_tail:{self.head}" if self.mode == "head_tail" else self.mode
-
-    def cut(self, text: str, chars_per_token: int) -> list[str] | None:
-        """Pieces of a long text that hold every token this window keeps, or None.
-
-        ``head`` gives a prefix, ``tail`` a suffix and ``head_tail`` both; each
-        ends or starts at a cut point (see ``_CUT_POINT``), so its tokens are
-        exactly the first or last tokens of the whole text. A piece is sized for
-        the tokens it must supply at ``chars_per_token`` characters each (plus
-        one token, so an overflow can be seen): the nearest cut point beyond
-        that size, if there is one within twice that size. None when
-        the pieces would not be less than half the text, or when no cut point
-        lies in the search range; the caller then tokenises the whole text (or
-        tries a larger ``chars_per_token``). Whether the pieces really hold
-        enough tokens is checked after tokenising, by ``join``.
-        """
-        keep = self.max_tokens - 2
-        if self.mode == "head":
-            head_tokens, tail_tokens = keep + 1, 0
-        elif self.mode == "tail":
-            head_tokens, tail_tokens = 0, keep + 1
-        else:
-            head_tokens, tail_tokens = self.head + 1, keep - self.head + 1
-        n = len(text)
-        head_chars, tail_chars = head_tokens * chars_per_token, tail_tokens * chars_per_token
-        if 4 * (head_chars + tail_chars) > n:
-            return None
-        pieces = []
-        if head_chars:
-            # The first cut point after head_chars: the prefix holds at least that much text.
-            found = _CUT_POINT.search(text, head_chars, 2 * head_chars)
-            if found is None:
-                return None
-            pieces.append(text[: found.start()])
-        if tail_chars:
-            # The last cut point before n - tail_chars (searched in the reversed range).
-            found = _CUT_POINT.search(text[n - 2 * tail_chars : n - tail_chars][::-1])
-            if found is None:
-                return None
-            pieces.append(text[n - tail_chars - 1 - found.start() :])
-        return pieces
-
-    def join(self, pieces: Sequence[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64] | None:
-        """Untruncated ids of ``cut``'s pieces, or None if they may miss a kept token.
-
-        Takes each piece's [CLS] ... [SEP] ids (``tail`` and ``head_tail`` only:
-        ``head`` is checked by the tokenizer's own overflow). Returns [CLS],
-        the pieces' tokens, [SEP]: a sequence that ``apply`` cuts to exactly
-        what it cuts the whole text's ids to, because the pieces' tokens are
-        the whole text's first and last tokens, the head piece supplies at
-        least ``head`` of them, the tail piece the rest, and together they
-        overflow max_tokens (so the whole text, which holds them all, does too).
-        """
-        keep = self.max_tokens - 2
-        if self.mode == "tail":
-            (tail,) = pieces
-            return tail if tail.shape[0] - 2 > keep else None
-        if self.mode != "head_tail":
-            raise ValueError(f"join is for tail and head_tail windows, not {self.mode}")
-        head, tail = pieces
-        n_head, n_tail = head.shape[0] - 2, tail.shape[0] - 2
-        if n_head < self.head or n_tail < keep - self.head or n_head + n_tail <= keep:
-            return None
-        return np.concatenate((head[:-1], tail[1:]))
-
-    def apply(self, ids: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], bool]:
-        """Cuts an untruncated [CLS] ... [SEP] sequence down to max_tokens."""
-        if ids.shape[0] <= self.max_tokens:
-            return ids, False
-        keep = self.max_tokens - 2
-        body = ids[1:-1]
-        if self.mode == "tail":
-            kept = body[-keep:]
-        elif self.mode == "head_tail":
-            kept = np.concatenate((body[: self.head], body[-(keep - self.head) :]))
-        else:
-            kept = body[:keep]
-        return np.concatenate((ids[:1], kept, ids[-1:])), True
-
-
-def default_embedder_dir() -> Path:
-    """Where the embedder lives: $UNIROUTE_EMBEDDER_DIR, else <repo>/var/embedder.
-
-    Relative to the package (not the CWD) so tests and the CLI agree from any directory.
-    """
-    env = os.environ.get(ENV_DIR)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "var" / "embedder"
-
-
-def compute_fingerprint(manifest_fields: Mapping[str, Any]) -> str:
-    """Hash the fields that define the embedding function (see FINGERPRINT_KEYS).
-
-    Shared by the exporter (which writes it) and the runtime (which recomputes it to
-    detect a hand-edited manifest). Takes a manifest, or any mapping holding
-    ``source.files`` and FINGERPRINT_KEYS; extra keys are ignored.
-    """
-    payload = {
-        "source_files": dict(manifest_fields["source"]["files"]),
-        **{key: manifest_fields[key] for key in FINGERPRINT_KEYS},
-    }
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Streamed sha256 so a 90 MB model never sits in memory twice."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from ._embedder_manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    REBUILD_HINT,
+    TOKENIZER_FILE,
+    compute_fingerprint,
+    read_manifest,
+    verify_file,
+)
+from ._errors import ArtifactError, InvalidArgument
+from ._truncation import CUT_CHARS_PER_TOKEN, TokenWindow
 
 
 def load_tokenizer(path: Path, max_tokens: int) -> Tokenizer:
@@ -308,20 +133,20 @@ class Embedder:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         path = Path(path)
-        manifest = _read_manifest(path)
+        manifest = read_manifest(path)
         for name in (MODEL_FILE, TOKENIZER_FILE):
-            _verify_file(path, name, manifest["files"][name])
+            verify_file(path, name, manifest["files"][name])
         try:
             expected = compute_fingerprint(manifest)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ArtifactError(
-                f"{path / MANIFEST_FILE}: cannot compute fingerprint ({exc!r}); {_REBUILD_HINT}"
+                f"{path / MANIFEST_FILE}: cannot compute fingerprint ({exc!r}); {REBUILD_HINT}"
             ) from exc
         if expected != manifest["fingerprint"]:
             raise ArtifactError(
                 f"{path / MANIFEST_FILE}: fingerprint {manifest['fingerprint']!r} does not "
                 f"match the manifest fields (expected {expected!r}); the manifest was edited "
-                f"or is from another export; {_REBUILD_HINT}"
+                f"or is from another export; {REBUILD_HINT}"
             )
         if truncation is not None and truncation != manifest["truncation"]:
             try:
@@ -334,13 +159,13 @@ class Embedder:
             tokenizer = load_tokenizer(path / TOKENIZER_FILE, int(manifest["max_tokens"]))
         except Exception as exc:  # tokenizers raises plain Exception subclasses
             raise ArtifactError(
-                f"{path / TOKENIZER_FILE}: cannot load tokenizer ({exc}); {_REBUILD_HINT}"
+                f"{path / TOKENIZER_FILE}: cannot load tokenizer ({exc}); {REBUILD_HINT}"
             ) from exc
         try:
             session = make_session(path / MODEL_FILE, threads)
         except Exception as exc:  # onnxruntime's pybind errors share no useful base
             raise ArtifactError(
-                f"{path / MODEL_FILE}: onnxruntime cannot load the model ({exc}); {_REBUILD_HINT}"
+                f"{path / MODEL_FILE}: onnxruntime cannot load the model ({exc}); {REBUILD_HINT}"
             ) from exc
         embedder = cls(path=path, manifest=manifest, session=session, tokenizer=tokenizer)
         embedder._self_check()
@@ -352,13 +177,13 @@ class Embedder:
             out = self.embed("warm-up").vector
         except Exception as exc:
             raise ArtifactError(
-                f"{self._path / MODEL_FILE}: model failed on a test input ({exc}); {_REBUILD_HINT}"
+                f"{self._path / MODEL_FILE}: model failed on a test input ({exc}); {REBUILD_HINT}"
             ) from exc
         if out.shape != (self._dim,) or not np.isfinite(out).all():
             raise ArtifactError(
                 f"{self._path / MODEL_FILE}: model output shape {out.shape} (finite="
                 f"{bool(np.isfinite(out).all())}) disagrees with manifest dim {self._dim}; "
-                f"{_REBUILD_HINT}"
+                f"{REBUILD_HINT}"
             )
 
     @property
@@ -530,74 +355,3 @@ class Embedder:
             ids[row, : e.n_tokens] = e.ids[0]
             mask[row, : e.n_tokens] = 1
         return self.run(ids, mask)
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    """Parse and shape-check manifest.json, naming the file in every failure."""
-    manifest_path = path / MANIFEST_FILE
-    if not path.is_dir():
-        raise ArtifactError(f"embedder directory {path} does not exist; {_REBUILD_HINT}")
-    try:
-        raw = manifest_path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"{manifest_path} is missing; {_REBUILD_HINT}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{manifest_path} is unreadable ({exc}); {_REBUILD_HINT}") from exc
-    try:
-        manifest = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{manifest_path} is not valid JSON ({exc}); {_REBUILD_HINT}") from exc
-    if not isinstance(manifest, dict):
-        raise ArtifactError(f"{manifest_path} must hold a JSON object; {_REBUILD_HINT}")
-    if manifest.get("format") != FORMAT:
-        raise ArtifactError(
-            f"{manifest_path}: format {manifest.get('format')!r} is not {FORMAT!r}; {_REBUILD_HINT}"
-        )
-    missing = [
-        k for k in ("files", "fingerprint", "source", *FINGERPRINT_KEYS) if k not in manifest
-    ]
-    if missing:
-        raise ArtifactError(f"{manifest_path} lacks {', '.join(missing)}; {_REBUILD_HINT}")
-    files = manifest["files"]
-    if not isinstance(files, dict) or not all(
-        isinstance(files.get(name), str) for name in (MODEL_FILE, TOKENIZER_FILE)
-    ):
-        raise ArtifactError(
-            f"{manifest_path}: 'files' must map {MODEL_FILE} and {TOKENIZER_FILE} to sha256 hex; "
-            f"{_REBUILD_HINT}"
-        )
-    dim, max_tokens = manifest["dim"], manifest["max_tokens"]
-    if not (isinstance(dim, int) and dim > 0 and isinstance(max_tokens, int) and max_tokens > 2):
-        raise ArtifactError(
-            f"{manifest_path}: bad dim {dim!r} or max_tokens {max_tokens!r}; {_REBUILD_HINT}"
-        )
-    try:
-        TokenWindow.parse(str(manifest["truncation"]), max_tokens)
-    except ValueError as exc:
-        raise ArtifactError(f"{manifest_path}: {exc}; {_REBUILD_HINT}") from exc
-    # The runtime implements exactly one pooling recipe; refuse anything else
-    # rather than produce vectors the clustering was not built with.
-    recipe = {"pooling": "mean", "normalize": True}
-    for key, want in recipe.items():
-        if manifest[key] != want:
-            raise ArtifactError(
-                f"{manifest_path}: {key}={manifest[key]!r} is unsupported (want {want!r}); "
-                f"{_REBUILD_HINT}"
-            )
-    return manifest
-
-
-def _verify_file(path: Path, name: str, expected_sha: str) -> None:
-    """Fail loudly if an artifact file is missing or differs from what the manifest recorded."""
-    file_path = path / name
-    try:
-        actual = sha256_file(file_path)
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"{file_path} is missing; {_REBUILD_HINT}") from exc
-    except OSError as exc:
-        raise ArtifactError(f"{file_path} is unreadable ({exc}); {_REBUILD_HINT}") from exc
-    if actual != expected_sha:
-        raise ArtifactError(
-            f"{file_path} is corrupt or replaced: sha256 {actual[:16]}... != manifest "
-            f"{str(expected_sha)[:16]}...; {_REBUILD_HINT}"
-        )

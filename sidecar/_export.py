@@ -25,19 +25,20 @@ import onnxruntime as ort
 
 from sidecar._clustering import assign, normalize_rows
 from sidecar._embedder import (
-    DEFAULT_TRUNCATION,
+    Embedder,
+    load_tokenizer,
+    make_session,
+)
+from sidecar._embedder_manifest import (
     FORMAT,
     MANIFEST_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
-    Embedder,
-    TokenWindow,
     compute_fingerprint,
-    load_tokenizer,
-    make_session,
     sha256_file,
 )
 from sidecar._errors import ArtifactError, InvalidArgument
+from sidecar._truncation import DEFAULT_TRUNCATION, TokenWindow
 
 DEFAULT_SOURCE_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 SOURCE_FILES = ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt")

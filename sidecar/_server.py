@@ -25,14 +25,19 @@ from ._auth import AuthInterceptor, AuthPolicy, bearer_metadata
 from ._batcher import MicroBatcher
 from ._cache import EmbeddingCache
 from ._clustering import load_clustering, require_embedder
-from ._embedder import Embedder, default_embedder_dir
+from ._embedder import Embedder
+from ._embedder_manifest import default_embedder_dir
 from ._errors import ArtifactError, InvalidArgument
-from ._follower import Follower
+from ._extproc import EXT_PROC_SERVICE, ExternalProcessorServicer
+from ._follower import Follower, leader_addresses
+from ._http_route import DEFAULT_ALIAS, DEFAULT_MAX_BODY_BYTES, RouteOptions
 from ._metrics import Metrics
-from ._proto import registry_pb2, registry_pb2_grpc, router_pb2, router_pb2_grpc
+from ._openai_body import DEFAULT_PROMPT_RULE
+from ._proto import ext_proc_pb2_grpc, registry_pb2, registry_pb2_grpc, router_pb2, router_pb2_grpc
 from ._registry import DEFAULT_HISTORY, Registry
 from ._router import DEFAULT_MAX_BATCH_REQUESTS, DEFAULT_MAX_PROMPT_BYTES, EmbedderLike, Router
 from ._servicers import RegistryServicer, RouterServicer
+from ._store import is_postgres
 from ._table import RoutingTable, TableHolder
 from ._tls import channel_credentials, server_credentials
 from ._watch import WatchHub
@@ -55,7 +60,8 @@ class ServerConfig:
     """Everything `sidecar serve` can be told; the defaults are the embedded ones."""
 
     listen: str = "127.0.0.1:50051"
-    db_path: Path = Path("var/registry.db")
+    # A SQLite file, sqlite:///PATH, or postgresql://USER@HOST:PORT/DBNAME (replicas share it).
+    db_path: Path | str = Path("var/registry.db")
     artifact_dir: Path | None = None
     embedder_dir: Path | None = None
     cost_weight: float = 0.0
@@ -66,7 +72,8 @@ class ServerConfig:
     batch_max_size: int = 0  # micro-batching: up to this many concurrent Routes per run; 0 = off
     batch_max_wait_ms: float = 0.0  # how long a forming batch may wait for more requests
     batch_workers: int = 2  # batches run concurrently (one onnxruntime thread each)
-    follow: str | None = None  # leader address: run as a read-only follower
+    # Leader address(es), "a:50051,b:50051" or a sequence: run as a read-only follower.
+    follow: str | tuple[str, ...] | None = None
     history: int = DEFAULT_HISTORY  # revisions of change events kept for Watch resumes
     progress_interval: float = 2.0  # seconds between Watch heartbeats on an idle stream
     watch_buffer: int = 1024  # revisions a watcher may lag before it is dropped
@@ -78,6 +85,10 @@ class ServerConfig:
     max_batch_requests: int = DEFAULT_MAX_BATCH_REQUESTS
     metrics_listen: str | None = None  # HOST:PORT for Prometheus /metrics; None = off
     log_prompts: bool = False  # prompts are never logged unless this debug switch is on
+    # Envoy's external processor (sidecar/_extproc.py), served on the same listener.
+    extproc_alias: str = DEFAULT_ALIAS  # the body's "model" that asks for routing
+    extproc_prompt: str = DEFAULT_PROMPT_RULE  # last-user | all-user | conversation
+    extproc_max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # larger bodies get HTTP 413
     # Security (see sidecar/_auth.py and sidecar/_tls.py). Token values never appear in repr.
     write_tokens: tuple[str, ...] = field(default=(), repr=False)  # empty: writes are open
     read_tokens: tuple[str, ...] = field(default=(), repr=False)  # empty: reads are open
@@ -117,8 +128,11 @@ class Sidecar:
         self.admission = admission
         self.metrics = metrics
         self.metrics_port = 0  # the /metrics HTTP port, when metrics_listen is set
+        self.extproc: ExternalProcessorServicer | None = None  # set by _add_services
         self._ready = threading.Event()
         self._stopped = threading.Event()
+        # (revision announced, revision read) of the last table build; see on_commit.
+        self._built = (0, 0)
 
     @property
     def tables(self) -> TableHolder:
@@ -142,7 +156,7 @@ class Sidecar:
         table = self.tables.current
         log.info(
             "%s on %s (port %d): revision %d, clustering %s, %d model(s)",
-            f"following {self.config.follow}" if self.config.follow else "leading",
+            f"following {self.follower.describe_leaders()}" if self.follower else "leading",
             self.config.listen,
             self.port,
             table.revision if table else 0,
@@ -179,13 +193,22 @@ class Sidecar:
         self.server.wait_for_termination()
 
     def on_commit(self, revision: int) -> None:
-        """Store listener: rebuild and swap the table, then tell the Watch hub."""
-        table = RoutingTable.from_snapshot(self.registry.snapshot())
-        if table is not None:
-            self.tables.publish(table, allow_older=True)  # the store's write lock orders these
-            self.metrics.observe_table(table.revision, table.size)
-            if self._ready.is_set():
-                self._set_health(_SERVING)
+        """Store listener: rebuild and swap the table, then tell the Watch hub.
+
+        Calls come in revision order (the store serialises them). The snapshot
+        may already be newer than ``revision`` when other replicas wrote
+        meanwhile; the revisions it already covers then skip the rebuild.
+        """
+        announced, read = self._built
+        if not announced < revision <= read:  # a lower revision: a replica's store was replaced
+            snapshot = self.registry.snapshot()
+            self._built = (revision, snapshot.revision)
+            table = RoutingTable.from_snapshot(snapshot)
+            if table is not None:
+                self.tables.publish(table, allow_older=True)
+                self.metrics.observe_table(table.revision, table.size)
+                if self._ready.is_set():
+                    self._set_health(_SERVING)
         if self.hub is not None:
             self.hub.on_commit(revision)
 
@@ -194,7 +217,7 @@ class Sidecar:
         self.health.set(REGISTRY_SERVICE, _NOT_SERVING if reason else _SERVING)
 
     def _set_health(self, status: int) -> None:
-        for name in ("", ROUTER_SERVICE, REGISTRY_SERVICE):
+        for name in ("", ROUTER_SERVICE, REGISTRY_SERVICE, EXT_PROC_SERVICE):
             self.health.set(name, status)
 
     def _serve_metrics(self, address: str) -> int:
@@ -219,10 +242,17 @@ def build(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
     never half-starts. A follower with no local copy yet will start
     NOT_SERVING and turn SERVING at its first snapshot.
     """
-    if config.follow and config.artifact_dir is not None:
+    leaders = leader_addresses(config.follow) if config.follow else ()
+    if leaders and config.artifact_dir is not None:
         raise InvalidArgument("a follower takes its clustering from the leader; drop --artifact")
+    if leaders and is_postgres(config.db_path):
+        raise InvalidArgument(
+            "a follower keeps its own local copy: give it a SQLite --db; a PostgreSQL --db is "
+            "for registry replicas, which take writes"
+        )
     # Security settings are checked first: a bad token or PEM must stop start-up early.
     auth = AuthPolicy(config.write_tokens, config.read_tokens)
+    _extproc_options(config)  # a bad --extproc-* value stops start-up too
     listener_credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
     leader_credentials = channel_credentials(
         config.leader_ca,
@@ -260,7 +290,7 @@ def build(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
         hub, follower = None, None
         if config.follow:
             follower = Follower(
-                config.follow,
+                leaders,
                 registry,
                 embedder.fingerprint,
                 stale_after=max(5.0, 5 * config.progress_interval),
@@ -317,9 +347,33 @@ def _add_services(sidecar: Sidecar, fingerprint: str) -> None:
         ),
         server,
     )
+    extproc = ExternalProcessorServicer(
+        sidecar.router, _extproc_options(sidecar.config), sidecar.metrics
+    )
+    ext_proc_pb2_grpc.add_ExternalProcessorServicer_to_server(extproc, server)
+    sidecar.metrics.gauge_from(
+        "uniroute_extproc_streams",
+        "Open ext_proc streams (one per HTTP request being decided).",
+        lambda: extproc.active_streams,
+    )
+    sidecar.extproc = extproc
     health_pb2_grpc.add_HealthServicer_to_server(sidecar.health, server)
-    services = (ROUTER_SERVICE, REGISTRY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    services = (
+        ROUTER_SERVICE,
+        REGISTRY_SERVICE,
+        EXT_PROC_SERVICE,
+        health.SERVICE_NAME,
+        reflection.SERVICE_NAME,
+    )
     reflection.enable_server_reflection(services, server)
+
+
+def _extproc_options(config: ServerConfig) -> RouteOptions:
+    return RouteOptions(
+        alias=config.extproc_alias,
+        prompt_rule=config.extproc_prompt,
+        max_body_bytes=config.extproc_max_body_bytes,
+    )
 
 
 def _router(
@@ -355,7 +409,7 @@ def _load_clustering(registry: Registry, config: ServerConfig, fingerprint: str)
     """
     stored = registry.active_clustering()
     if (config.follow or config.artifact_dir is None) and stored is not None:
-        require_embedder(stored.clustering, fingerprint, str(config.db_path))
+        require_embedder(stored.clustering, fingerprint, registry.store.location)
         return
     if config.follow:
         return

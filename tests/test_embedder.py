@@ -18,17 +18,19 @@ import numpy as np
 import pytest
 
 from sidecar._embedder import (
+    Embedder,
+    load_tokenizer,
+)
+from sidecar._embedder_manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
-    Embedder,
-    TokenWindow,
     compute_fingerprint,
     default_embedder_dir,
-    load_tokenizer,
     sha256_file,
 )
 from sidecar._errors import ArtifactError, InvalidArgument
+from sidecar._truncation import TokenWindow
 
 SHORT = "How do I sort a list in Python?"
 LONG = "The committee reviewed every proposal in detail before voting. " * 60

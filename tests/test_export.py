@@ -16,10 +16,12 @@ import pytest
 
 from sidecar import _export
 from sidecar._embedder import (
+    Embedder,
+)
+from sidecar._embedder_manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
-    Embedder,
     compute_fingerprint,
     sha256_file,
 )

@@ -29,7 +29,8 @@ class ProgressBar:
         fraction = min(done / self.total, 1.0)
         elapsed = time.monotonic() - self.start
         rate = done / elapsed if elapsed > 0 else 0.0
-        text = f"{self.label}: {done}/{self.total} ({rate:.0f}/s)"
+        eta = f", ETA {_clock((self.total - done) / rate)}" if 0 < done < self.total else ""
+        text = f"{self.label}: {done}/{self.total} ({rate:.1f}/s{eta})"
         if self.tty:
             filled = int(fraction * 30)
             self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {text}")
@@ -41,8 +42,17 @@ class ProgressBar:
         self.stream.flush()
 
 
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    return (
+        f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+        if minutes >= 60
+        else f"{minutes}:{secs:02d}"
+    )
+
+
 def cmd_export_embedder(args: argparse.Namespace) -> int:
-    from .._embedder import default_embedder_dir
+    from .._embedder_manifest import default_embedder_dir
     from .._export import export_embedder  # torch is needed only here
 
     out = args.out or default_embedder_dir()
@@ -65,7 +75,8 @@ def cmd_export_embedder(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from .._clustering import fit_clustering, save_clustering
-    from .._embedder import Embedder, default_embedder_dir
+    from .._embedder import Embedder
+    from .._embedder_manifest import default_embedder_dir
     from .._jsonl import read_items, read_prompts
 
     train = read_prompts(args.train)
