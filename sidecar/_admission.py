@@ -6,12 +6,14 @@ This interceptor receives the raw bytes instead and parses them itself, so the
 caller learns what is wrong with its input. It refuses work whose deadline has
 already passed, before any of it is done, and it counts accepted and finished
 calls so a graceful shutdown can show that no accepted call was dropped.
+Bidirectional streams (Envoy's ext_proc) are decoded message by message the
+same way and counted too; client-streaming calls (none yet) pass as they are.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -23,7 +25,7 @@ def _identity(data: bytes) -> bytes:
 
 
 class AdmissionInterceptor(grpc.ServerInterceptor):
-    """Wraps every unary-request handler: parsing, deadline check, in-flight accounting."""
+    """Wraps every unary-request and bidi handler: parsing, deadlines, in-flight accounting."""
 
     def __init__(self, *, min_deadline: float = 0.001) -> None:
         """``min_deadline``: calls with less time left than this are refused at once."""
@@ -50,8 +52,10 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
-        if handler is None or handler.request_streaming or handler.request_deserializer is None:
+        if handler is None or handler.request_deserializer is None:
             return handler
+        if handler.request_streaming:
+            return self._bidi(handler, handler_call_details.method)
         parse = handler.request_deserializer
         method = handler_call_details.method
 
@@ -103,6 +107,42 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
 
         return grpc.unary_stream_rpc_method_handler(
             stream_call,
+            request_deserializer=_identity,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _bidi(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """A bidi stream whose messages are parsed one by one; a bad one is INVALID_ARGUMENT."""
+        if not handler.response_streaming or handler.stream_stream is None:
+            return handler
+        parse, bidi = handler.request_deserializer, handler.stream_stream
+
+        def parsed(raws: Iterable[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
+            for number, raw in enumerate(raws, start=1):
+                try:
+                    request = parse(raw)
+                except (DecodeError, UnicodeDecodeError, ValueError) as exc:
+                    context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"{method}: message {number} is not a valid message ({exc}); string "
+                        "fields must be valid UTF-8",
+                    )
+                yield request
+
+        def bidi_call(raws: Iterable[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before work began"
+                )
+            self._enter()
+            try:
+                yield from bidi(parsed(raws, context), context)
+            finally:
+                self._leave()
+
+        return grpc.stream_stream_rpc_method_handler(
+            bidi_call,
             request_deserializer=_identity,
             response_serializer=handler.response_serializer,
         )

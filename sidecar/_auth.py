@@ -5,8 +5,10 @@ Every RPC has an access level, derived from the generated service descriptors:
 - **write**: ``RegisterModel``, ``DeregisterModel``, ``ActivateClustering``, and any
   Registry method not known to be a read (a new RPC is locked until someone
   classifies it);
-- **read**: every ``Router`` method and the Registry's reads (``GetModel``,
-  ``ListModels``, ``GetClustering``, ``Watch``, ``GetStatus``);
+- **read**: every ``Router`` method, Envoy's external processor
+  (``envoy.service.ext_proc.v3.ExternalProcessor/Process``: Envoy sends the
+  token as ``initial_metadata`` of its ``grpc_service``) and the Registry's
+  reads (``GetModel``, ``ListModels``, ``GetClustering``, ``Watch``, ``GetStatus``);
 - **open**: health checking and server reflection, always.
 
 Writes need a write token once any is configured; reads need a read or a write
@@ -38,7 +40,7 @@ from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 
 from ._errors import ArtifactError, InvalidArgument
-from ._proto import registry_pb2, router_pb2
+from ._proto import ext_proc_pb2, registry_pb2, router_pb2
 
 log = logging.getLogger("sidecar.auth")
 
@@ -58,6 +60,7 @@ class Access(enum.IntEnum):
 
 _ROUTER = router_pb2.DESCRIPTOR.services_by_name["Router"]
 _REGISTRY = registry_pb2.DESCRIPTOR.services_by_name["Registry"]
+_EXT_PROC = ext_proc_pb2.DESCRIPTOR.services_by_name["ExternalProcessor"]
 # Reads, by name; every other Registry method is a write (fail closed).
 _REGISTRY_READS = ("GetModel", "ListModels", "GetClustering", "Watch", "GetStatus")
 WRITE_METHODS = ("RegisterModel", "DeregisterModel", "ActivateClustering")
@@ -68,7 +71,11 @@ def _method_levels() -> dict[str, Access]:
     unknown = [n for n in (*_REGISTRY_READS, *WRITE_METHODS) if n not in _REGISTRY.methods_by_name]
     if unknown:  # a renamed RPC must be classified again, not silently dropped
         raise RuntimeError(f"{_REGISTRY.full_name} has no method(s) {unknown}; update _auth.py")
-    levels = {f"/{_ROUTER.full_name}/{m.name}": Access.READ for m in _ROUTER.methods}
+    levels = {
+        f"/{service.full_name}/{m.name}": Access.READ
+        for service in (_ROUTER, _EXT_PROC)
+        for m in service.methods
+    }
     for m in _REGISTRY.methods:
         read = m.name in _REGISTRY_READS
         levels[f"/{_REGISTRY.full_name}/{m.name}"] = Access.READ if read else Access.WRITE

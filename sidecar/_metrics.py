@@ -45,12 +45,24 @@ class Metrics:
             registry=r,
         )
         self.routes = Counter(
-            "uniroute_routes_total", "Routing decisions by chosen model.", ["model"], registry=r
+            "uniroute_routes_total",
+            "Routing decisions by chosen model and path (route: the Route RPCs; extproc: "
+            "requests rewritten as Envoy's external processor).",
+            ["model", "path"],
+            registry=r,
         )
         self.routes_by_cluster = Counter(
             "uniroute_routes_by_cluster_total",
             "Routing decisions by prompt cluster.",
             ["cluster"],
+            registry=r,
+        )
+        self.extproc_requests = Counter(
+            "uniroute_extproc_requests_total",
+            "HTTP requests seen as Envoy's external processor, by outcome: routed, passed "
+            "(not for the alias), cancelled (the stream ended first), or the HTTP status "
+            "of the processor's own answer (400, 413, 503, 500).",
+            ["outcome"],
             registry=r,
         )
         self.table_revision = Gauge(
@@ -77,12 +89,14 @@ class Metrics:
         }
         self._http: Any = None
 
-    def observe_route(self, times: StageTimes, model: str, cluster: int) -> None:
+    def observe_route(
+        self, times: StageTimes, model: str, cluster: int, path: str = "route"
+    ) -> None:
         for name, child in self._stages.items():
             value = getattr(times, name)
             if value or name in ("kernel", "total"):
                 child.observe(value)
-        self.routes.labels(model=model).inc()
+        self.routes.labels(model=model, path=path).inc()
         self.routes_by_cluster.labels(cluster=str(cluster)).inc()
 
     def observe_table(self, revision: int, models: int) -> None:

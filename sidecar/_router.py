@@ -111,8 +111,9 @@ class Router:
         self.batcher = batcher
         self.metrics = metrics
 
-    def route(self, query: Query) -> Decision:
-        return self._route([query], batch=False)[0]
+    def route(self, query: Query, *, path: str = "route") -> Decision:
+        """``path`` labels the routes metric: "route" for the RPCs, "extproc" for Envoy's."""
+        return self._route([query], batch=False, path=path)[0]
 
     def route_batch(self, queries: Sequence[Query]) -> list[Decision]:
         """Validates every query before computing any, then decides all from one table."""
@@ -125,7 +126,9 @@ class Router:
             )
         return self._route(queries, batch=True)
 
-    def _route(self, queries: Sequence[Query], *, batch: bool) -> list[Decision]:
+    def _route(
+        self, queries: Sequence[Query], *, batch: bool, path: str = "route"
+    ) -> list[Decision]:
         started = time.perf_counter()
         table = self._table()  # one read; these requests use this table throughout
         n = len(queries)
@@ -184,7 +187,7 @@ class Router:
         if self.metrics is not None:
             for decision, stage in zip(decisions, times, strict=True):
                 stage.kernel, stage.total = (done - kernel_start) / n, done - started
-                self.metrics.observe_route(stage, decision.model, decision.cluster)
+                self.metrics.observe_route(stage, decision.model, decision.cluster, path)
         return decisions
 
     def _embed(

@@ -39,6 +39,9 @@ class RoutingTable:
     names: tuple[str, ...]  # registration order; index i is row i of psi
     index: Mapping[str, int] = field(repr=False)  # read-only name -> row
     all_candidates: np.ndarray = field(repr=False)  # bool (M,), all True
+    # Each model's registered labels, row by row (read-only); the data plane reads
+    # e.g. the upstream model id from them. Empty mappings when not given.
+    labels: tuple[Mapping[str, str], ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         # Whatever the caller passed (build() or direct construction), the table
@@ -46,6 +49,10 @@ class RoutingTable:
         for name in ("centroids", "psi", "costs", "all_candidates"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
         object.__setattr__(self, "index", types.MappingProxyType(dict(self.index)))
+        labels = self.labels or tuple({} for _ in self.names)
+        if len(labels) != len(self.names):
+            raise InvalidArgument(f"{len(labels)} label maps for {len(self.names)} models")
+        object.__setattr__(self, "labels", tuple(types.MappingProxyType(dict(m)) for m in labels))
 
     @classmethod
     def build(
@@ -83,6 +90,7 @@ class RoutingTable:
             names=names,
             index={name: i for i, name in enumerate(names)},
             all_candidates=np.ones(len(models), dtype=np.bool_),
+            labels=tuple(m.labels for m in models),
         )
 
     @classmethod

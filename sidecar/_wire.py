@@ -20,10 +20,18 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from ._clustering import Clustering
 from ._errors import InvalidArgument
-from ._proto import registry_pb2, router_pb2
+from ._proto import (
+    envoy_base_pb2,
+    ext_proc_pb2,
+    http_status_pb2,
+    processing_mode_pb2,
+    registry_pb2,
+    router_pb2,
+)
 from ._records import SOURCE_EXPLICIT, SOURCE_RESULTS, Change, ChangeSet, ModelRecord, Snapshot
 
 if TYPE_CHECKING:
+    from ._http_route import Step
     from ._router import Decision, Query
 
 _PROFILE_SOURCES = {
@@ -256,3 +264,86 @@ def route_response(decision: Decision) -> router_pb2.RouteResponse:
 
 def route_responses(decisions: Sequence[Decision]) -> router_pb2.RouteBatchResponse:
     return router_pb2.RouteBatchResponse(responses=[route_response(d) for d in decisions])
+
+
+# ---------------------------------------------------------------- Envoy ext_proc
+
+_OVERWRITE = envoy_base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_MODE = processing_mode_pb2.ProcessingMode
+_HEADER_PHASES = ("request_headers", "response_headers")
+_BODY_PHASES = ("request_body", "response_body")
+
+
+def extproc_phase(request: ext_proc_pb2.ProcessingRequest) -> str | None:
+    """Which part of the HTTP exchange a ProcessingRequest carries (None: none set)."""
+    return request.WhichOneof("request")
+
+
+def http_headers(message: ext_proc_pb2.HttpHeaders) -> dict[str, str]:
+    """Lower-cased header names to values; Envoy sends bytes in raw_value (else value).
+
+    A repeated header's values are joined with commas, as HTTP allows.
+    """
+    headers: dict[str, str] = {}
+    for header in message.headers.headers:
+        key = header.key.lower()
+        value = header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
+        headers[key] = f"{headers[key]},{value}" if key in headers else value
+    return headers
+
+
+def _header_mutation(headers: Sequence[tuple[str, str]]) -> ext_proc_pb2.HeaderMutation:
+    return ext_proc_pb2.HeaderMutation(
+        set_headers=[
+            envoy_base_pb2.HeaderValueOption(
+                header=envoy_base_pb2.HeaderValue(key=key, raw_value=value.encode("utf-8")),
+                append_action=_OVERWRITE,
+            )
+            for key, value in headers
+        ]
+    )
+
+
+def extproc_response(phase: str | None, step: Step) -> ext_proc_pb2.ProcessingResponse:
+    """The ProcessingResponse that answers ``phase`` with ``step``.
+
+    An answer to request headers also sets the processing mode for the rest of
+    the request (Envoy honours it with ``allow_mode_override``): the body
+    buffered if the step wants it, else nothing; never the response.
+    """
+    if step.reply is not None:
+        return ext_proc_pb2.ProcessingResponse(
+            immediate_response=ext_proc_pb2.ImmediateResponse(
+                status=http_status_pb2.HttpStatus(code=step.reply.status),
+                headers=_header_mutation([("content-type", "application/json")]),
+                body=step.reply.body,
+                details=step.reply.details,
+            )
+        )
+    common = ext_proc_pb2.CommonResponse(clear_route_cache=step.clear_route_cache)
+    if step.set_headers:
+        common.header_mutation.CopyFrom(_header_mutation(step.set_headers))
+    if step.body is not None:
+        common.body_mutation.body = step.body
+    if phase in _HEADER_PHASES:
+        headers = ext_proc_pb2.HeadersResponse(response=common)
+        response = ext_proc_pb2.ProcessingResponse(**{phase: headers})
+    elif phase in _BODY_PHASES:
+        body = ext_proc_pb2.BodyResponse(response=common)
+        response = ext_proc_pb2.ProcessingResponse(**{phase: body})
+    elif phase in ("request_trailers", "response_trailers"):
+        trailers = ext_proc_pb2.TrailersResponse()
+        response = ext_proc_pb2.ProcessingResponse(**{phase: trailers})
+    else:
+        response = ext_proc_pb2.ProcessingResponse()
+    if phase == "request_headers":
+        response.mode_override.CopyFrom(
+            _MODE(
+                request_body_mode=_MODE.BUFFERED if step.wants_body else _MODE.NONE,
+                response_header_mode=_MODE.SKIP,
+                response_body_mode=_MODE.NONE,
+                request_trailer_mode=_MODE.SKIP,
+                response_trailer_mode=_MODE.SKIP,
+            )
+        )
+    return response

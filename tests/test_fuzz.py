@@ -1,5 +1,8 @@
 """Hostile input, property-based: arbitrary messages to a live server never crash or corrupt it.
 
+This covers the Route and Registry RPCs and Envoy's ext_proc stream (arbitrary
+ProcessingRequest sequences: headers, bodies, phases never asked for).
+
 Every call must end with a status (never INTERNAL or UNKNOWN, never a hang), the
 store may change only when a write succeeds (then by exactly one revision), and
 the server must still route correctly afterwards.
@@ -7,6 +10,7 @@ the server must still route correctly afterwards.
 
 from __future__ import annotations
 
+import json
 import math
 
 import grpc
@@ -15,6 +19,8 @@ from _helpers import CODE_PROMPT, Client, register_specialists, topic_results, t
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from uniroute.v1 import registry_pb2, router_pb2
+
+from sidecar._proto import envoy_base_pb2, ext_proc_pb2
 
 BROKEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 VAL_IDS = [i for i, _, _ in two_topic_prompts()[1]]
@@ -177,4 +183,147 @@ def test_arbitrary_bytes_are_answered_with_a_status(live, payload):
             assert exc.code() not in BROKEN, (method, exc.details())
     if sidecar.registry.revision == before[0]:
         assert store_state(sidecar) == before
+    still_routes(client)
+
+
+# ---------------------------------------------------------------- Envoy ext_proc
+
+EXT_PROC = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+HEADER_NAMES = st.one_of(
+    st.sampled_from(
+        [
+            ":method",
+            ":path",
+            "content-length",
+            "x-uniroute-cost-weight",
+            "x-uniroute-candidates",
+            "x-request-id",
+        ]
+    ),
+    st.text(max_size=30),
+)
+HEADER_VALUES = st.one_of(
+    st.sampled_from(["POST", "GET", "/v1/chat/completions", "/v1/completions", "coder,chef"]),
+    st.text(max_size=60),
+    st.integers(min_value=-5, max_value=10**12).map(str),
+    FLOATS.map(str),
+)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+MESSAGES = st.lists(
+    st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["user", "system", "assistant", "tool", ""]),
+            "content": st.one_of(
+                st.text(max_size=200),
+                st.lists(
+                    st.fixed_dictionaries(
+                        {"type": st.sampled_from(["text", "image_url"]), "text": JSON}
+                    ),
+                    max_size=3,
+                ),
+                JSON,
+            ),
+        }
+    ),
+    max_size=4,
+)
+BODIES = st.one_of(
+    st.binary(max_size=300),
+    JSON.map(lambda v: json.dumps(v).encode()),
+    st.builds(
+        lambda model, messages, prompt: json.dumps(
+            {"model": model, "messages": messages, "prompt": prompt}
+        ).encode(),
+        st.sampled_from(["auto", "coder", ""]),
+        MESSAGES,
+        st.one_of(st.text(max_size=100), JSON),
+    ),
+)
+
+
+def _headers(pairs) -> ext_proc_pb2.HttpHeaders:
+    return ext_proc_pb2.HttpHeaders(
+        headers=envoy_base_pb2.HeaderMap(
+            headers=[
+                envoy_base_pb2.HeaderValue(key=k, raw_value=v.encode("utf-8", "replace"))
+                for k, v in pairs
+            ]
+        )
+    )
+
+
+processing_requests = st.one_of(
+    st.builds(
+        lambda pairs, end: ext_proc_pb2.ProcessingRequest(
+            request_headers=ext_proc_pb2.HttpHeaders(
+                headers=_headers(pairs).headers, end_of_stream=end
+            )
+        ),
+        st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=8).map(
+            lambda pairs: [(":method", "POST"), (":path", "/v1/chat/completions"), *pairs]
+        ),
+        st.booleans(),
+    ),
+    st.builds(
+        lambda raw, end: ext_proc_pb2.ProcessingRequest(
+            request_body=ext_proc_pb2.HttpBody(body=raw, end_of_stream=end)
+        ),
+        BODIES,
+        st.booleans(),
+    ),
+    st.builds(
+        lambda pairs: ext_proc_pb2.ProcessingRequest(response_headers=_headers(pairs)),
+        st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=3),
+    ),
+    st.builds(
+        lambda raw: ext_proc_pb2.ProcessingRequest(response_body=ext_proc_pb2.HttpBody(body=raw)),
+        st.binary(max_size=50),
+    ),
+    st.just(ext_proc_pb2.ProcessingRequest()),
+)
+
+
+@SETTINGS
+@given(requests=st.lists(processing_requests, min_size=1, max_size=4))
+def test_any_processing_request_sequence_is_answered(live, requests):
+    """Each message gets one answer until the processor ends the stream with OK."""
+    sidecar, client = live
+    before = store_state(sidecar)
+    call = client.channel.stream_stream(
+        EXT_PROC,
+        request_serializer=ext_proc_pb2.ProcessingRequest.SerializeToString,
+        response_deserializer=ext_proc_pb2.ProcessingResponse.FromString,
+    )
+    try:
+        answers = list(call(iter(requests), timeout=20))
+    except grpc.RpcError as exc:
+        assert exc.code() not in BROKEN, exc.details()
+        assert "Traceback" not in (exc.details() or "")
+    else:
+        assert 1 <= len(answers) <= len(requests)
+        for answer in answers:
+            immediate = answer.immediate_response
+            if answer.WhichOneof("response") == "immediate_response":
+                assert immediate.status.code in (400, 413, 500, 503)
+                error = json.loads(immediate.body)["error"]
+                assert error["message"] and error["code"] != "uniroute_internal"
+    assert store_state(sidecar) == before
+    still_routes(client)
+
+
+@SETTINGS
+@given(payload=st.binary(max_size=300))
+def test_arbitrary_bytes_on_the_processor_stream_get_a_status(live, payload):
+    _, client = live
+    call = client.channel.stream_stream(EXT_PROC)
+    try:
+        list(call(iter([payload, payload]), timeout=20))
+    except grpc.RpcError as exc:
+        assert exc.code() not in BROKEN, exc.details()
     still_routes(client)

@@ -52,7 +52,7 @@ def test_metrics_endpoint_reports_routes_registrations_and_errors(
     assert sample(text, "uniroute_route_stage_seconds_count", stage="embed") == 1  # 2 hits
     assert sample(text, "uniroute_route_stage_seconds_count", stage="tokenise") == 1
     assert sample(text, "uniroute_route_stage_seconds_count", stage="kernel") == 3
-    assert sample(text, "uniroute_routes_total", model="coder") == 3
+    assert sample(text, "uniroute_routes_total", model="coder", path="route") == 3
     assert sample(text, "uniroute_table_revision") == 2
     assert sample(text, "uniroute_table_models") == 1
     assert sample(text, "uniroute_registrations_total", code="OK") == 1

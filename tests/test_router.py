@@ -75,17 +75,19 @@ def test_stage_times_reach_metrics(embedder):
     router = Router(TableHolder(_table()), embedder, metrics=metrics, cache=cache)  # type: ignore[arg-type]
     first = router.route(Query(prompt="What is the capital of France?"))
     router.route(Query(prompt="What is the capital of France?"))  # a cache hit
+    router.route(Query(prompt="What is the capital of France?"), path="extproc")
 
     def value(name: str, **labels: str) -> float:
         got = metrics.registry.get_sample_value(name, labels)
         return 0.0 if got is None else got
 
-    assert value("uniroute_route_stage_seconds_count", stage="total") == 2
-    assert value("uniroute_route_stage_seconds_count", stage="embed") == 1  # the hit skips it
+    assert value("uniroute_route_stage_seconds_count", stage="total") == 3
+    assert value("uniroute_route_stage_seconds_count", stage="embed") == 1  # hits skip it
     assert value("uniroute_route_stage_seconds_count", stage="tokenise") == 1
     assert value("uniroute_route_stage_seconds_sum", stage="embed") > 0.0005
-    assert value("uniroute_routes_total", model=first.model) == 2
-    assert value("uniroute_routes_by_cluster_total", cluster=str(first.cluster)) == 2
+    assert value("uniroute_routes_total", model=first.model, path="route") == 2
+    assert value("uniroute_routes_total", model=first.model, path="extproc") == 1
+    assert value("uniroute_routes_by_cluster_total", cluster=str(first.cluster)) == 3
 
 
 def test_no_table_and_empty_table(embedder):

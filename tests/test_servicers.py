@@ -19,7 +19,7 @@ def _code(call, *args):
 def routes_counted(sidecar) -> float:
     registry = sidecar.metrics.registry
     return sum(
-        registry.get_sample_value("uniroute_routes_total", {"model": m}) or 0.0
+        registry.get_sample_value("uniroute_routes_total", {"model": m, "path": "route"}) or 0.0
         for m in ("coder", "chef")
     )
 

@@ -164,6 +164,18 @@ def test_direct_construction_is_frozen_too() -> None:
     assert psi.flags.writeable and t.psi is not psi
     with pytest.raises(TypeError):
         t.index["x"] = 1  # type: ignore[index]
+    assert t.labels == ({},)  # no labels given: one empty, read-only map per model
+
+
+def test_labels_travel_with_their_rows_read_only(reg: Registry) -> None:
+    reg.activate_clustering(clustering())
+    reg.register_model("m-a", 1.0, error_rates=[0.3, 0.2, 0.1], labels={"upstream_model": "a-1"})
+    reg.register_model("m-b", 2.0, error_rates=[0.3, 0.2, 0.1])
+    t = RoutingTable.from_snapshot(reg.snapshot())
+    assert t is not None
+    assert [dict(m) for m in t.labels] == [{"upstream_model": "a-1"}, {}]
+    with pytest.raises(TypeError):
+        t.labels[0]["upstream_model"] = "x"  # type: ignore[index]
 
 
 def test_from_snapshot_arrays_are_read_only(reg: Registry) -> None:

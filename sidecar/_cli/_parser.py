@@ -15,6 +15,7 @@ from ._client import (
     cmd_route,
     cmd_status,
 )
+from ._mesh import cmd_envoy_config
 from ._serve import cmd_serve
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -126,6 +127,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="tokens (one a line) that unlock writes; also $UNIROUTE_WRITE_TOKENS (a,b)",
     )
+    mesh = p.add_argument_group(
+        "mesh", "Envoy's ext_proc filter, served on --listen (see the README's Running in a mesh)"
+    )
+    mesh.add_argument(
+        "--extproc-alias",
+        default="auto",
+        help='the request body\'s "model" value that asks for routing (default: auto)',
+    )
+    mesh.add_argument(
+        "--extproc-prompt",
+        choices=("last-user", "all-user", "conversation"),
+        default="last-user",
+        help="the chat text routed on: the last user message with text (default), every user "
+        "message, or every message",
+    )
+    mesh.add_argument(
+        "--extproc-max-body-bytes",
+        type=int,
+        default=1024 * 1024,
+        help="larger request bodies get HTTP 413 (default 1 MiB); keep Envoy's buffer above it",
+    )
     security.add_argument(
         "--read-tokens-file",
         type=Path,
@@ -187,3 +209,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="", help="show just this model")
     p.set_defaults(func=cmd_models)
     return parser
+    p = sub.add_parser(
+        "envoy-config", help="print an Envoy config with this sidecar as its external processor"
+    )
+    p.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="MODEL=HOST:PORT",
+        help="a registered model's OpenAI-compatible upstream (repeatable; default: an example)",
+    )
+    p.add_argument("--default", default="127.0.0.1:8000", help="upstream for unrouted requests")
+    p.add_argument("--sidecar", default=DEFAULT_SERVER, help="the sidecar's --listen address")
+    p.add_argument("--listen", default="127.0.0.1:10000", help="Envoy's listener for clients")
+    p.add_argument("--admin", default="127.0.0.1:9901", help="Envoy's admin address")
+    p.add_argument(
+        "--failure-mode-allow",
+        action="store_true",
+        help="forward requests unrouted when the sidecar fails (default: answer an error)",
+    )
+    p.add_argument(
+        "--message-timeout", type=float, default=1.0, help="seconds Envoy waits per answer"
+    )
+    p.add_argument(
+        "--buffer-limit-bytes",
+        type=int,
+        default=2 * 1024 * 1024,
+        help="Envoy's request buffer; keep it above serve's --extproc-max-body-bytes",
+    )
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="file with the read token Envoy sends when the sidecar locks reads (it is "
+        "written into the config)",
+    )
+    p.set_defaults(func=cmd_envoy_config)
+

@@ -38,6 +38,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_prompt_bytes=args.max_prompt_bytes,
         metrics_listen=args.metrics_listen,
         log_prompts=args.log_prompts,
+        extproc_alias=args.extproc_alias,
+        extproc_prompt=args.extproc_prompt,
+        extproc_max_body_bytes=args.extproc_max_body_bytes,
         **security,
     )
     # The Route path hands the GIL between gRPC's threads and the worker around every
