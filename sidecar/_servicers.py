@@ -206,7 +206,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         active = self.registry.active_clustering()
         if active is None:
             raise FailedPrecondition("no clustering is loaded")
-        return clustering_message(active.clustering, active.revision, active.create_time)
+        return clustering_message(
+            active.clustering,
+            active.revision,
+            active.create_time,
+            include_assignment=request.include_assignment,
+        )
 
     @answer_errors
     def ActivateClustering(

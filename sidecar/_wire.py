@@ -169,9 +169,10 @@ def clustering_from_spec(spec: registry_pb2.ClusteringSpec) -> Clustering:
 
 
 def clustering_message(
-    clustering: Clustering, revision: int, create_time: float
+    clustering: Clustering, revision: int, create_time: float, *, include_assignment: bool = False
 ) -> registry_pb2.Clustering:
-    return registry_pb2.Clustering(
+    """The clustering without centroids; with the item -> cluster assignment only on request."""
+    message = registry_pb2.Clustering(
         version=clustering.version,
         k=clustering.k,
         dim=clustering.dim,
@@ -180,6 +181,10 @@ def clustering_message(
         revision=revision,
         create_time=timestamp(create_time),
     )
+    if include_assignment:
+        message.validation_item_ids.extend(clustering.item_ids)
+        message.validation_clusters.extend(int(c) for c in clustering.item_clusters)
+    return message
 
 
 # ------------------------------------------------------------------------- Watch

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -38,34 +38,91 @@ def _stubs(args: argparse.Namespace) -> tuple[grpc.Channel, Any, Any]:
 
 def cmd_register(args: argparse.Namespace) -> int:
     from .._jsonl import read_results
+
+    model = register_model(
+        args,
+        name=args.name,
+        cost=args.cost,
+        results=read_results(args.results) if args.results is not None else None,
+        profile=_floats(args.profile, "--profile") if args.results is None else None,
+        description=args.description,
+        labels=labels_from_flags(args.label),
+        update=args.update,
+    )
+    if args.json:
+        _print_json(model)
+    else:
+        print_registered(model)
+    return 0
+
+
+def register_model(
+    args: argparse.Namespace,
+    *,
+    name: str,
+    cost: float,
+    results: Sequence[tuple[str, float]] | None = None,
+    profile: Sequence[float] | None = None,
+    description: str = "",
+    labels: Mapping[str, str] | None = None,
+    update: bool = False,
+) -> Any:
+    """One RegisterModel call on args.server (register and evaluate --register share it)."""
     from .._proto import registry_pb2
 
     request = registry_pb2.RegisterModelRequest(
-        name=args.name,
-        cost=args.cost,
-        description=args.description,
-        labels=_labels(args.label),
-        allow_update=args.update,
+        name=name,
+        cost=cost,
+        description=description,
+        labels=dict(labels or {}),
+        allow_update=update,
     )
-    if args.results is not None:
-        results = read_results(args.results)
+    if results is not None:
         request.results.results.extend(
             registry_pb2.ValidationResult(item_id=i, score=s) for i, s in results
         )
     else:
-        request.profile.error_rates.extend(_floats(args.profile, "--profile"))
+        request.profile.error_rates.extend(profile or ())
     channel, _, registry = _stubs(args)
     with channel:
-        model = registry.RegisterModel(request, timeout=args.timeout)
-    if args.json:
-        _print_json(model)
-    else:
-        print(
-            f"registered {model.name} at revision {model.revision}: cost={model.cost:g} "
-            f"overall_error={model.overall_error:.3f} items={model.result_count} "
-            f"K={len(model.error_rates)}"
+        return registry.RegisterModel(request, timeout=args.timeout)
+
+
+def print_registered(model: Any) -> None:
+    print(
+        f"registered {model.name} at revision {model.revision}: cost={model.cost:g} "
+        f"overall_error={model.overall_error:.3f} items={model.result_count} "
+        f"K={len(model.error_rates)}"
+    )
+
+
+def clustering_assignment(args: argparse.Namespace) -> tuple[str, int, dict[str, int]]:
+    """(version, K, item id -> cluster) of the active clustering on args.server."""
+    from .._proto import registry_pb2
+
+    channel, _, registry = _stubs(args)
+    with channel:
+        clustering = registry.GetClustering(
+            registry_pb2.GetClusteringRequest(include_assignment=True), timeout=args.timeout
         )
-    return 0
+    assignment = dict(
+        zip(clustering.validation_item_ids, clustering.validation_clusters, strict=True)
+    )
+    return clustering.version, clustering.k, assignment
+
+
+def model_exists(args: argparse.Namespace, name: str) -> bool:
+    from .._proto import registry_pb2
+
+    channel, _, registry = _stubs(args)
+    with channel:
+        try:
+            registry.GetModel(registry_pb2.GetModelRequest(name=name), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise
+    return True
 
 
 def cmd_deregister(args: argparse.Namespace) -> int:
@@ -201,7 +258,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _labels(pairs: Sequence[str]) -> dict[str, str]:
+def labels_from_flags(pairs: Sequence[str]) -> dict[str, str]:
     labels = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

@@ -15,6 +15,7 @@ from ._client import (
     cmd_route,
     cmd_status,
 )
+from ._evaluate import cmd_evaluate
 from ._mesh import cmd_envoy_config
 from ._serve import cmd_serve
 
@@ -208,7 +209,6 @@ def build_parser() -> argparse.ArgumentParser:
     client_flags(p)
     p.add_argument("--name", default="", help="show just this model")
     p.set_defaults(func=cmd_models)
-    return parser
     p = sub.add_parser(
         "envoy-config", help="print an Envoy config with this sidecar as its external processor"
     )
@@ -246,3 +246,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_envoy_config)
 
+    p = sub.add_parser(
+        "evaluate", help="run S_val against a model's OpenAI-compatible endpoint, grade, register"
+    )
+    client_flags(p)
+    p.set_defaults(server=None)  # no leader: no Ψ preview and no registration
+    _evaluate_flags(p)
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def _evaluate_flags(p: argparse.ArgumentParser) -> None:
+    """`sidecar evaluate`'s own flags (see sidecar/_cli/_evaluate.py and the README)."""
+    p.add_argument("--val", type=Path, required=True, help="validation file (JSONL; see README)")
+    p.add_argument("--model", required=True, help="model name sent to the endpoint")
+    p.add_argument("--out", type=Path, required=True, help="run directory: cache and reports")
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible base URL, e.g. .../v1")
+    p.add_argument(
+        "--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key"
+    )
+    p.add_argument("--concurrency", type=int, default=8, help="calls in flight at once")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature")
+    p.add_argument("--max-tokens", type=int, default=None, help="max completion tokens")
+    p.add_argument("--call-timeout", type=float, default=60.0, help="seconds per HTTP call")
+    p.add_argument("--max-attempts", type=int, default=6, help="tries per call (429/5xx/...)")
+    p.add_argument("--backoff", type=float, default=1.0, help="first retry waits up to this (s)")
+    p.add_argument("--max-backoff", type=float, default=60.0, help="cap on a wait (s)")
+    p.add_argument("--price-in", type=float, default=None, help="per million prompt tokens")
+    p.add_argument("--price-out", type=float, default=None, help="per million completion tokens")
+    p.add_argument("--cost", type=float, default=None, help="cost per request to register")
+    p.add_argument("--regrade", action="store_true", help="grade the cache only, call nothing")
+    p.add_argument(
+        "--max-failures", default="0", help="failed or ungraded items allowed (N or P%%)"
+    )
+    p.add_argument("--judge-base-url", default=None, help="endpoint of the judge LLM")
+    p.add_argument("--judge-model", default=None, help="judge model name")
+    p.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="judge key variable")
+    p.add_argument("--code-timeout", type=float, default=10.0, help="seconds per code run")
+    p.add_argument("--code-memory-mb", type=int, default=512, help="memory per code run")
+    p.add_argument("--register", action="store_true", help="register on --server when done")
+    p.add_argument("--update", action="store_true", help="replace an existing model")
+    p.add_argument("--name", default=None, help="registered name (default: --model)")
+    p.add_argument("--description", default="", help="registered description")
+    p.add_argument("--label", action="append", default=[], help="key=value (repeatable)")

@@ -172,11 +172,13 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class GetClusteringRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("include_assignment",)
+    INCLUDE_ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    include_assignment: bool
+    def __init__(self, include_assignment: _Optional[bool] = ...) -> None: ...
 
 class Clustering(_message.Message):
-    __slots__ = ("version", "k", "dim", "embedder_fingerprint", "validation_counts", "revision", "create_time")
+    __slots__ = ("version", "k", "dim", "embedder_fingerprint", "validation_counts", "revision", "create_time", "validation_item_ids", "validation_clusters")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +186,8 @@ class Clustering(_message.Message):
     VALIDATION_COUNTS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
     version: str
     k: int
     dim: int
@@ -191,7 +195,9 @@ class Clustering(_message.Message):
     validation_counts: _containers.RepeatedScalarFieldContainer[int]
     revision: int
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, version: _Optional[str] = ..., k: _Optional[int] = ..., dim: _Optional[int] = ..., embedder_fingerprint: _Optional[str] = ..., validation_counts: _Optional[_Iterable[int]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    validation_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    validation_clusters: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, version: _Optional[str] = ..., k: _Optional[int] = ..., dim: _Optional[int] = ..., embedder_fingerprint: _Optional[str] = ..., validation_counts: _Optional[_Iterable[int]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., validation_item_ids: _Optional[_Iterable[str]] = ..., validation_clusters: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ClusteringSpec(_message.Message):
     __slots__ = ("version", "embedder_fingerprint", "k", "dim", "centroids", "validation_item_ids", "validation_clusters", "activated_revision")
