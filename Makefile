@@ -14,7 +14,8 @@ BUF_VERSION := 1.75.0
 TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 
-.PHONY: install embedder run test test-quick lint typecheck proto starter bench bench-quick clean
+.PHONY: install embedder run test test-quick lint typecheck proto starter bench bench-quick clean \
+	mesh-demo envoy-config
 
 install: $(STAMP)
 
@@ -93,6 +94,15 @@ bench: $(STAMP) $(EMBEDDER)
 # noisy to judge the goals by.
 bench-quick: $(STAMP) $(EMBEDDER)
 	$(BIN)/python -m bench.run_all --quick
+
+# Envoy in front of three stand-in LLMs with the sidecar as its external
+# processor; sends a few OpenAI requests with "model": "auto" and stops it all.
+mesh-demo: $(STAMP) $(EMBEDDER)
+	$(BIN)/python -m tools.mesh.demo
+
+# Regenerate the shipped Envoy example (tests/test_envoy_config.py checks it is current).
+envoy-config: $(STAMP)
+	$(BIN)/sidecar envoy-config > deploy/envoy/envoy.yaml
 
 clean:
 	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache

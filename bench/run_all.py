@@ -49,6 +49,7 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         ["--followers", "3", "--registrations", "30"],
     ),
     ("bench.quality", [], ["--quick"]),
+    ("bench.extproc_latency", [], ["--rounds", "3", "--per-round", "20"]),
 ]
 TIMEOUT_S = {"full": 45 * 60, "quick": 5 * 60}
 

@@ -124,11 +124,13 @@ def envoy_config(
     buffer_limit_bytes: int = DEFAULT_BUFFER_LIMIT_BYTES,
     route_timeout_s: float = DEFAULT_ROUTE_TIMEOUT_S,
     token: str | None = None,
+    processor: bool = True,
 ) -> str:
     """Envoy's YAML for these upstreams and this sidecar, commented for people reading it.
 
     ``token`` is the bearer token Envoy sends on each ext_proc stream when the
     sidecar locks reads (``--read-tokens-file``); the file then holds a secret.
+    ``processor=False`` leaves the ext_proc filter out: Envoy alone, the bench's baseline.
     """
     if not upstreams:
         raise InvalidArgument("the Envoy config needs at least one upstream model")
@@ -160,6 +162,33 @@ def envoy_config(
         else """
                 # With --read-tokens-file on the sidecar, send a read token here:
                 # initial_metadata: [{key: authorization, value: "Bearer TOKEN"}]"""
+    )
+    ext_proc_filter = (
+        f"""          - name: envoy.filters.http.ext_proc
+            typed_config:
+              "@type": {_EXT_PROC}
+              grpc_service:
+                envoy_grpc: {{cluster_name: uniroute}}{metadata}
+              # Sidecar down or erroring: false answers the client with an error
+              # (500); true forwards the request unchanged (to default_upstream).
+              failure_mode_allow: {str(failure_mode_allow).lower()}
+              # How long Envoy waits for each answer from the sidecar (one for the
+              # headers, one for the body). Past it: 504, or with
+              # failure_mode_allow the request goes on unchanged.
+              message_timeout: {message_timeout_s:g}s
+              # The sidecar asks for the body only of POST .../chat/completions and
+              # .../completions, and for nothing of the response.
+              allow_mode_override: true
+              processing_mode:
+                request_header_mode: SEND
+                request_body_mode: BUFFERED
+                request_trailer_mode: SKIP
+                response_header_mode: SKIP
+                response_body_mode: NONE
+                response_trailer_mode: SKIP
+"""
+        if processor
+        else ""
     )
     cluster_blocks = "\n".join(
         [
@@ -212,29 +241,7 @@ static_resources:
               - match: {{prefix: "/"}}
                 route: {{cluster: default_upstream, timeout: {route_timeout_s:g}s}}
           http_filters:
-          - name: envoy.filters.http.ext_proc
-            typed_config:
-              "@type": {_EXT_PROC}
-              grpc_service:
-                envoy_grpc: {{cluster_name: uniroute}}{metadata}
-              # Sidecar down or erroring: false answers the client with an error
-              # (500); true forwards the request unchanged (to default_upstream).
-              failure_mode_allow: {str(failure_mode_allow).lower()}
-              # How long Envoy waits for each answer from the sidecar (one for the
-              # headers, one for the body). Past it: 504, or with
-              # failure_mode_allow the request goes on unchanged.
-              message_timeout: {message_timeout_s:g}s
-              # The sidecar asks for the body only of POST .../chat/completions and
-              # .../completions, and for nothing of the response.
-              allow_mode_override: true
-              processing_mode:
-                request_header_mode: SEND
-                request_body_mode: BUFFERED
-                request_trailer_mode: SKIP
-                response_header_mode: SKIP
-                response_body_mode: NONE
-                response_trailer_mode: SKIP
-          - name: envoy.filters.http.router
+{ext_proc_filter}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   # The sidecar's gRPC listener first (`sidecar serve --listen`, where it serves

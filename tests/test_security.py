@@ -43,6 +43,7 @@ from sidecar._auth import (
     tokens_from_env,
 )
 from sidecar._clustering import fit_clustering
+from sidecar._proto import ext_proc_pb2
 from sidecar._readiness import free_port, wait_serving, wait_until
 from sidecar._wire import clustering_spec
 
@@ -303,8 +304,11 @@ def three_cluster_spec(embedder: Embedder) -> registry_pb2.ClusteringSpec:
 def test_access_levels_come_from_the_service_descriptors() -> None:
     router = router_pb2.DESCRIPTOR.services_by_name["Router"]
     registry = registry_pb2.DESCRIPTOR.services_by_name["Registry"]
-    every = {f"/{s.full_name}/{m.name}" for s in (router, registry) for m in s.methods}
+    ext_proc = ext_proc_pb2.DESCRIPTOR.services_by_name["ExternalProcessor"]
+    services = (router, registry, ext_proc)
+    every = {f"/{s.full_name}/{m.name}" for s in services for m in s.methods}
     assert set(METHOD_LEVELS) == every
+    assert access_level(f"/{ext_proc.full_name}/Process") is Access.READ  # Envoy's stream
     writes = {m for m, level in METHOD_LEVELS.items() if level is Access.WRITE}
     assert writes == {
         f"/{registry.full_name}/{n}"
