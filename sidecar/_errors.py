@@ -12,6 +12,7 @@ place, and the CLI turns them into an error line and an exit code.
     │   └── ArtifactError             FAILED_PRECONDITION
     │       └── EmbedderMismatch      FAILED_PRECONDITION
     ├── Compacted                     OUT_OF_RANGE
+    ├── StoreUnavailable              UNAVAILABLE
     └── EmbeddingFailed               INTERNAL
 """
 
@@ -69,6 +70,17 @@ class Compacted(SidecarError):
     """The requested history is gone; the caller must resync from a snapshot."""
 
     code = "OUT_OF_RANGE"
+
+
+class StoreUnavailable(SidecarError):
+    """The registry database cannot be reached (PostgreSQL down, restarting, unreachable).
+
+    Retry later. A write refused with it was not acknowledged; one cut off while
+    committing may or may not have been applied, so read before writing again.
+    Routing goes on from the table in memory meanwhile.
+    """
+
+    code = "UNAVAILABLE"
 
 
 class EmbeddingFailed(SidecarError):

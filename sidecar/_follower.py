@@ -5,6 +5,13 @@ change set to the local SQLite copy (whose listener rebuilds and swaps the
 routing table), and reconnects with capped exponential backoff and full jitter
 from the last applied revision. While the leader is away the sidecar keeps
 routing from its last table.
+
+A follower may be given several leader addresses: registry replicas that
+share one PostgreSQL database, hence one store_id and one revision sequence.
+When a stream fails it tries the next address (round robin, same backoff)
+and resumes from its last applied revision, so a failover replays only what
+it missed; a replica whose history no longer reaches back that far sends a
+compacted snapshot instead.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from dataclasses import dataclass
 import grpc
 
 from ._clustering import Clustering, require_embedder
-from ._errors import EmbedderMismatch, SidecarError
+from ._errors import EmbedderMismatch, InvalidArgument, SidecarError
 from ._proto import registry_pb2, registry_pb2_grpc
 from ._registry import Registry
 from ._wire import change_set_from_response, clustering_from_spec, model_record
@@ -32,6 +39,20 @@ _CHANNEL_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.max_receive_message_length", 256 * 1024 * 1024),
 ]
+
+
+def leader_addresses(follow: str | Sequence[str]) -> tuple[str, ...]:
+    """``a:50051,b:50051`` (or a sequence of addresses) as a tuple; refuses empty or repeated."""
+    parts = follow.split(",") if isinstance(follow, str) else list(follow)
+    addresses = tuple(part.strip() for part in parts)
+    if not addresses or not all(addresses):
+        raise InvalidArgument(
+            f"--follow {follow!r}: give one or more leader addresses HOST:PORT, comma-separated"
+        )
+    repeated = sorted({a for a in addresses if addresses.count(a) > 1})
+    if repeated:
+        raise InvalidArgument(f"--follow lists {', '.join(repeated)} more than once")
+    return addresses
 
 
 def _channel_options(backoff_initial: float, backoff_max: float) -> list[tuple[str, int]]:
@@ -48,7 +69,7 @@ def _channel_options(backoff_initial: float, backoff_max: float) -> list[tuple[s
 class FollowerStatus:
     """What GetStatus and the metrics report about replication."""
 
-    leader: str
+    leader: str  # the address currently followed (or tried)
     connected: bool = False
     last_contact: float | None = None  # time.monotonic() of the last message
     reconnects: int = 0
@@ -61,11 +82,11 @@ class FollowerStatus:
 
 
 class Follower:
-    """Follows one leader; start() once, stop() to end the thread."""
+    """Follows one leader at a time out of ``leaders``; start() once, stop() to end the thread."""
 
     def __init__(
         self,
-        leader: str,
+        leaders: str | Sequence[str],
         registry: Registry,
         embedder_fingerprint: str,
         *,
@@ -76,7 +97,8 @@ class Follower:
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
-        self.leader = leader
+        self.leaders = leader_addresses(leaders)
+        self._current = 0
         self._credentials = credentials  # TLS to the leader; None means plaintext
         self._metadata = tuple(metadata)  # e.g. the bearer token for a read-locked leader
         self.registry = registry
@@ -85,11 +107,22 @@ class Follower:
         self.backoff_max = backoff_max
         self.stale_after = stale_after
         self.on_refused = on_refused
-        self.status = FollowerStatus(leader)
+        self.status = FollowerStatus(self.leaders[0])
         self._stop = threading.Event()
         self._call: grpc.Future | None = None
+        self._delivered = False  # the current stream brought at least one message
         self._thread = threading.Thread(target=self._run, name="follower", daemon=True)
         self._watchdog = threading.Thread(target=self._watch_dog, name="follower-dog", daemon=True)
+
+    @property
+    def leader(self) -> str:
+        """The address followed now (or tried next)."""
+        return self.leaders[self._current]
+
+    def describe_leaders(self) -> str:
+        """For messages: the current leader, and the others a write may go to as well."""
+        others = [a for a in self.leaders if a != self.leader]
+        return self.leader + (f" (or {', '.join(others)})" if others else "")
 
     def start(self) -> None:
         self._thread.start()
@@ -103,23 +136,32 @@ class Follower:
         self._thread.join(timeout=10)
         self._watchdog.join(timeout=10)
 
+    def _channel(self, address: str) -> grpc.Channel:
+        options = _channel_options(self.backoff_initial, self.backoff_max)
+        if self._credentials is not None:
+            return grpc.secure_channel(address, self._credentials, options=options)
+        return grpc.insecure_channel(address, options=options)
+
+    def _fail_over(self) -> None:
+        """The next address in the list takes over (a no-op with one address)."""
+        if len(self.leaders) > 1:
+            previous = self.leader
+            self._current = (self._current + 1) % len(self.leaders)
+            self.status.leader = self.leader
+            log.info("failing over from %s to %s", previous, self.leader)
+
     def _run(self) -> None:
         attempt = 0
-        options = _channel_options(self.backoff_initial, self.backoff_max)
-        channel = (
-            grpc.secure_channel(self.leader, self._credentials, options=options)
-            if self._credentials is not None
-            else grpc.insecure_channel(self.leader, options=options)
-        )
-        with channel:
-            stub = registry_pb2_grpc.RegistryStub(channel)
+        channels = {address: self._channel(address) for address in self.leaders}
+        try:
             while not self._stop.is_set():
                 if attempt:
                     self.status.reconnects += 1
+                    self._fail_over()
                 attempt += 1
+                stub = registry_pb2_grpc.RegistryStub(channels[self.leader])
                 try:
-                    if self._follow(stub):
-                        attempt = 1  # the stream worked: the next backoff starts small
+                    self._follow(stub)
                 except grpc.RpcError as exc:
                     if not self._stop.is_set():
                         self._note(f"watch stream to {self.leader} ended: {_describe(exc)}")
@@ -131,11 +173,17 @@ class Follower:
                 finally:
                     self.status.connected = False
                     self._call = None
+                if self._delivered:
+                    attempt = 1  # the stream worked, even if it then broke: start small again
                 delay = min(self.backoff_max, self.backoff_initial * 2 ** min(attempt, 16))
                 self._stop.wait(random.uniform(0, delay))  # full jitter
+        finally:
+            for channel in channels.values():
+                channel.close()
 
-    def _follow(self, stub: registry_pb2_grpc.RegistryStub) -> bool:
-        """Consumes one Watch stream; True if it delivered anything."""
+    def _follow(self, stub: registry_pb2_grpc.RegistryStub) -> None:
+        """Consumes one Watch stream; sets ``_delivered`` once anything arrives."""
+        self._delivered = False
         upstream = self.registry.upstream_store_id
         start = self.registry.revision + 1 if upstream else 0
         call = stub.Watch(
@@ -145,17 +193,15 @@ class Follower:
         self._call = call
         if self._stop.is_set():
             call.cancel()
-        delivered = False
         for response in call:
             self.status.connected = True
             self.status.last_contact = time.monotonic()
-            delivered = True
+            self._delivered = True
             kind = response.WhichOneof("payload")
             if kind == "snapshot":
                 self._apply_snapshot(response)
             elif kind == "changes":
                 self._apply_changes(response)
-        return delivered
 
     def _apply_snapshot(self, response: registry_pb2.WatchResponse) -> None:
         snapshot = response.snapshot

@@ -131,7 +131,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def _require_leader(self) -> None:
         if self.follower is not None:
             raise FailedPrecondition(
-                f"this sidecar is a read-only follower of {self.follower.leader}; "
+                f"this sidecar is a read-only follower of {self.follower.describe_leaders()}; "
                 "send writes to the leader"
             )
 
@@ -237,7 +237,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             return
         if request.start_revision < 0:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "start_revision must be >= 0")
-        yield from self.hub.stream(request.start_revision, context, request.store_id)
+        try:
+            yield from self.hub.stream(request.start_revision, context, request.store_id)
+        except SidecarError as exc:  # e.g. the registry database is away: UNAVAILABLE
+            log.info("Watch failed code=%s: %s", exc.code, exc)
+            context.abort(grpc.StatusCode[exc.code], str(exc))
 
     @answer_errors
     def GetStatus(
@@ -263,5 +267,5 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             status.last_error = f.last_error
         if self.hub is not None:
             status.watcher_count = self.hub.watcher_count
-            status.compact_revision = self.registry.compact_revision
+            status.compact_revision = self.hub.compact_revision()
         return status

@@ -9,12 +9,24 @@ traffic, the Watch hub or the follower.
 Contract for implementations:
 
 * ``write()`` is one serialisable transaction. On a normal exit it commits;
-  on an exception it rolls back and re-raises. After a commit that set
-  ``pending_revision``, every listener is called with that revision, in
-  revision order, before the next write starts.
+  on an exception it rolls back and re-raises. Writes are totally ordered:
+  each sees every write committed before it, and revisions are gap-free.
+* Listeners hear of every committed revision exactly once, strictly in
+  revision order, including revisions written by other processes sharing
+  the store (PostgreSQL replicas). A revision committed by this process is
+  announced before its ``write()`` returns, so a process reads its own
+  writes; revisions from elsewhere are announced soon after they commit,
+  possibly several in a row. So a listener must not assume the store is
+  still at the revision it is told of: it reads the event log by revision
+  (``changes_after(revision - 1)``) or a snapshot that may already be newer.
+  SQLite has one writer and announces each revision before the next write
+  starts. A listener that raises StoreUnavailable may be called again with
+  the same revision once the store is back, so listeners tolerate a repeat.
 * ``read()`` is a consistent view: everything read inside it belongs to one
   committed revision.
 * Values go in and come out exactly: floats bit for bit, strings unchanged.
+* A store that cannot reach its database raises StoreUnavailable; a write is
+  acknowledged only after its commit succeeded.
 """
 
 from __future__ import annotations
@@ -25,10 +37,12 @@ from pathlib import Path
 from typing import Protocol
 
 from ._clustering import Clustering
-from ._errors import InvalidArgument
+from ._errors import ArtifactError, InvalidArgument
 from ._records import ActiveClustering, ModelRecord
 
 ChangeListener = Callable[[int], None]
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 #: One row of the event log: (revision, type, kind, key, model payload for model puts).
 EventRow = tuple[int, str, str, str, ModelRecord | None]
@@ -125,18 +139,36 @@ class Store(Protocol):
 
 
 def open_store(db: str | Path, *, durable: bool = True) -> Store:
-    """The store for a ``--db`` value: a SQLite file path, or ``sqlite:///PATH``.
+    """The store for a ``--db`` value: a SQLite file path, ``sqlite:///PATH``, or PostgreSQL.
 
     As in SQLAlchemy, ``sqlite:///var/r.db`` is relative and ``sqlite:////tmp/r.db``
-    absolute. Any other scheme stops start-up instead of becoming a file name.
+    absolute. ``postgresql://user@host:port/dbname`` (or ``postgres://``) opens
+    the PostgreSQL store that several replicas share; libpq's environment
+    (PGPASSWORD, ~/.pgpass) supplies what the URL leaves out. Any other scheme
+    stops start-up instead of becoming a file name. ``durable`` is for SQLite;
+    PostgreSQL commits are as durable as the server is configured to make them.
     """
     text = str(db)
     scheme, sep, rest = text.partition("://")
+    if sep and scheme in POSTGRES_SCHEMES:
+        try:
+            from ._postgres_store import PostgresStore  # psycopg loads only for PostgreSQL
+        except ImportError as exc:
+            raise ArtifactError(
+                f"--db {scheme}://...: PostgreSQL needs psycopg ({exc}); "
+                "pip install 'uniroute-sidecar[postgres]'"
+            ) from exc
+        return PostgresStore(text)
     if sep and scheme != "sqlite":
         raise InvalidArgument(
             f"--db {text!r}: unsupported scheme {scheme!r}; use a SQLite file path "
-            "(var/registry.db) or sqlite:///PATH"
+            "(var/registry.db), sqlite:///PATH, or postgresql://USER@HOST:PORT/DBNAME"
         )
     from ._sqlite_store import SqliteStore
 
     return SqliteStore(Path(rest[1:] if sep else text), durable=durable)
+
+
+def is_postgres(db: str | Path) -> bool:
+    """True when a ``--db`` value names a PostgreSQL database (shared by replicas)."""
+    return str(db).partition("://")[0] in POSTGRES_SCHEMES and "://" in str(db)

@@ -4,10 +4,15 @@ Each commit is turned into one WatchResponse, once, and offered to every
 watcher's bounded queue without blocking. A watcher that falls a whole buffer
 behind is dropped (RESOURCE_EXHAUSTED) and resumes from its own revision, so
 a slow follower never slows writers or other followers.
+
+With PostgreSQL, revisions from other replicas reach ``on_commit`` soon
+after they commit, sometimes several in a row; each is read from the event
+log by its number, so none is skipped or sent twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -16,7 +21,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from ._errors import Compacted
+from ._errors import Compacted, StoreUnavailable
 from ._proto import registry_pb2
 from ._records import ChangeSet
 from ._registry import Registry
@@ -26,6 +31,7 @@ log = logging.getLogger("sidecar.watch")
 
 _CLOSE = object()  # the server is stopping
 _OVERFLOW = object()  # this watcher fell a whole buffer behind
+_RESYNC = object()  # a revision was compacted before it could be sent
 
 
 @dataclass(eq=False)
@@ -66,11 +72,25 @@ class WatchHub:
         self._lock = threading.Lock()
         self._closed = False
         self.store_id = registry.store_id
+        self._compact_revision = 0
+        self._ahead: dict[int, ChangeSet] = {}  # change sets read before their announcement
 
-    def header(self, revision: int) -> registry_pb2.ResponseHeader:
+    def compact_revision(self, *, fresh: bool = True) -> int:
+        """The store's compact revision; the last one read if not ``fresh`` or the db is away.
+
+        Heartbeats use the last value read, so they never wait for the
+        database: while it is away they go on and followers stay connected.
+        The value only grows, so an old one is a safe lower bound.
+        """
+        if fresh:
+            with contextlib.suppress(StoreUnavailable):
+                self._compact_revision = self.registry.compact_revision
+        return self._compact_revision
+
+    def header(self, revision: int, *, fresh: bool = True) -> registry_pb2.ResponseHeader:
         return registry_pb2.ResponseHeader(
             revision=revision,
-            compact_revision=self.registry.compact_revision,
+            compact_revision=self.compact_revision(fresh=fresh),
             store_id=self.store_id,
         )
 
@@ -79,15 +99,32 @@ class WatchHub:
         return len(self._watchers)
 
     def on_commit(self, revision: int) -> None:
-        """Called under the registry's write lock, once per revision, in order."""
+        """The store's listener: once per revision, in order (a repeat is harmless).
+
+        Several revisions may have committed since (other replicas): one read
+        of the event log serves them all. A revision compacted before it could
+        be read sends every watcher back to resume, which gets it a snapshot.
+        """
         if not self._watchers:
+            self._ahead.clear()
             return
-        (change_set,) = self.registry.changes_after(revision - 1)
-        response = change_set_response(change_set, self.header(revision))
+        change_set = self._ahead.pop(revision, None)
+        if change_set is None:
+            try:
+                sets = self.registry.changes_after(revision - 1)
+            except Compacted:
+                self._offer_all(_RESYNC)
+                return
+            self._ahead = {s.revision: s for s in sets if s.revision > revision}
+            change_set = sets[0] if sets and sets[0].revision == revision else None
+        if change_set is not None:
+            self._offer_all((revision, change_set_response(change_set, self.header(revision))))
+
+    def _offer_all(self, item: object) -> None:
         with self._lock:
             watchers = list(self._watchers)
         for watcher in watchers:
-            watcher.offer((revision, response))
+            watcher.offer(item)
 
     def close(self) -> None:
         """Ends every stream cleanly (server shutdown)."""
@@ -121,7 +158,8 @@ class WatchHub:
                     item = watcher.queue.get(timeout=self.progress_interval)
                 except queue.Empty:
                     yield registry_pb2.WatchResponse(
-                        header=self.header(last), progress=registry_pb2.ProgressNotification()
+                        header=self.header(last, fresh=False),
+                        progress=registry_pb2.ProgressNotification(),
                     )
                     continue
                 if item is _CLOSE:
@@ -131,6 +169,12 @@ class WatchHub:
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
                         f"watcher fell more than {self.buffer} revisions behind; "
                         f"resume from revision {last + 1}",
+                    )
+                if item is _RESYNC:
+                    context.abort(
+                        grpc.StatusCode.OUT_OF_RANGE,
+                        "a revision was compacted before this replica could send it; "
+                        f"resume from revision {last + 1} (a snapshot follows)",
                     )
                 assert isinstance(item, tuple)
                 revision: int = item[0]

@@ -58,7 +58,7 @@ class Proc:
 
     name: str
     address: str
-    db: Path
+    db: Path | str  # a SQLite file, or the PostgreSQL URL replicas share
     args: tuple[str, ...]
     popen: subprocess.Popen[bytes]
     log: Path
@@ -98,8 +98,17 @@ class Sidecars:
             args += ["--history", str(history)]
         return self._start(name, f"127.0.0.1:{free_port()}", self.root / f"{name}.db", args)
 
-    def follower(self, name: str, leader: Proc) -> Proc:
-        args = ["--follow", leader.address, "--progress-interval", PROGRESS_INTERVAL]
+    def replica(self, name: str, db_url: str, *, history: int | None = None) -> Proc:
+        """A registry replica: takes writes and serves Watch over a shared PostgreSQL db."""
+        args = ["--progress-interval", PROGRESS_INTERVAL]
+        if history is not None:
+            args += ["--history", str(history)]
+        return self._start(name, f"127.0.0.1:{free_port()}", db_url, args)
+
+    def follower(self, name: str, *leaders: Proc) -> Proc:
+        """Follows the first of ``leaders`` and fails over to the next ones, in order."""
+        follow = ",".join(leader.address for leader in leaders)
+        args = ["--follow", follow, "--progress-interval", PROGRESS_INTERVAL]
         return self._start(name, f"127.0.0.1:{free_port()}", self.root / f"{name}.db", args)
 
     def restart(self, proc: Proc) -> Proc:
@@ -107,7 +116,7 @@ class Sidecars:
         assert proc.popen.poll() is not None, f"{proc.name} is still running"
         return self._start(proc.name, proc.address, proc.db, list(proc.args))
 
-    def _start(self, name: str, address: str, db: Path, args: list[str]) -> Proc:
+    def _start(self, name: str, address: str, db: Path | str, args: list[str]) -> Proc:
         run = sum(p.name == name for p in self.procs) + 1
         log = self.root / f"{name}-run{run}.log"
         command = [*SIDECAR, "serve", "--listen", address, "--db", str(db), *args]

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 from _helpers import Client, two_topic_prompts
+from _postgres import own_postgres as own_postgres  # real PostgreSQL, for every test file
+from _postgres import pg_url as pg_url
+from _postgres import postgres as postgres
 from _processes import sidecars as sidecars  # the real-process fixture, for every test file
 
 from sidecar import Embedder, ServerConfig, Sidecar, default_embedder_dir, serve

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import InvalidArgument, Registry, open_store
+from sidecar import ArtifactError, InvalidArgument, Registry, open_store
+from sidecar._postgres_store import PostgresStore
+from sidecar._readiness import free_port
 from sidecar._sqlite_store import SqliteStore
 
 
@@ -31,9 +33,7 @@ def test_sqlite_urls_follow_sqlalchemy(tmp_path: Path, monkeypatch: pytest.Monke
         absolute.close()
 
 
-@pytest.mark.parametrize(
-    "db", ["postgresql://user@host/db", "postgres://h/d", "mysql://h/d", "s3://bucket/key"]
-)
+@pytest.mark.parametrize("db", ["mysql://h/d", "s3://bucket/key", "postgresq://typo/db"])
 def test_an_unsupported_scheme_stops_instead_of_creating_a_file(
     db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -42,4 +42,25 @@ def test_an_unsupported_scheme_stops_instead_of_creating_a_file(
     with pytest.raises(InvalidArgument, match="unsupported scheme") as info:
         Registry.open(db)
     assert "sqlite:///PATH" in str(info.value)
+    assert "postgresql://USER@HOST:PORT/DBNAME" in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_a_postgresql_url_opens_postgresql(
+    scheme: str, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = pg_url.replace("postgresql://", f"{scheme}://", 1)
+    store = open_store(url)
+    try:
+        assert isinstance(store, PostgresStore)
+        assert store.location == url  # no password in it to hide
+    finally:
+        store.close()
+    assert list(tmp_path.iterdir()) == []  # nothing created on disk
+
+
+def test_an_unreachable_postgresql_stops_start_up(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="cannot open the registry database"):
+        Registry.open(f"postgresql://nobody@127.0.0.1:{free_port()}/db")

@@ -79,11 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--db",
-        type=Path,
         default=None,
-        help="SQLite file (default var/registry.db, or var/follower.db with --follow)",
+        help="SQLite file or sqlite:///PATH (default var/registry.db, or var/follower.db with "
+        "--follow), or postgresql://USER@HOST:PORT/DBNAME: a registry replica sharing that "
+        "database with other replicas",
     )
-    p.add_argument("--follow", metavar="HOST:PORT", default=None, help="follow this leader")
+    p.add_argument(
+        "--follow",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        default=None,
+        help="follow a leader; with several (replicas of one PostgreSQL registry), fail over "
+        "between them",
+    )
     p.add_argument(
         "--embedding-cache", type=int, default=0, help="LRU entries for repeated prompts (0: off)"
     )

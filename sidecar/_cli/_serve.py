@@ -7,7 +7,6 @@ import logging
 import signal
 import sys
 import threading
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -16,8 +15,9 @@ log = logging.getLogger("sidecar")
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .._server import ServerConfig, serve
+    from .._store import is_postgres
 
-    db = args.db or Path("var/follower.db" if args.follow else "var/registry.db")
+    db = args.db or ("var/follower.db" if args.follow else "var/registry.db")
     security = _serve_security(args)
     config = ServerConfig(
         listen=args.listen,
@@ -57,10 +57,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     table = sidecar.tables.current
-    role = f"follower of {args.follow}" if args.follow else "leader"
+    if sidecar.follower is not None:
+        role = f"follower of {sidecar.follower.describe_leaders()}"
+    else:
+        role = "registry replica" if is_postgres(db) else "leader"
     print(
         f"sidecar serving on {args.listen} (port {sidecar.port}) as {role}; "
-        f"db={db} clustering={table.clustering_version if table else '-'} "
+        f"db={sidecar.registry.store.location} "
+        f"clustering={table.clustering_version if table else '-'} "
         f"models={table.size if table else 0}",
         flush=True,
     )
