@@ -10,6 +10,7 @@ import pytest
 
 from sidecar._graders import (
     JUDGE_RUBRIC,
+    JUDGE_SYSTEM,
     extract_choice,
     extract_number,
     grade_choice,
@@ -220,3 +221,9 @@ def test_judge_messages_fill_the_rubric(tmp_path: Path) -> None:
 )
 def test_parse_verdict(reply: str, score: float | None) -> None:
     assert parse_verdict(reply).score == score
+
+
+def test_the_readme_quotes_the_rubric_as_sent() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert JUDGE_RUBRIC in readme
+    assert JUDGE_SYSTEM in readme

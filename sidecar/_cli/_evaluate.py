@@ -23,7 +23,6 @@ from ._client import (
     clustering_assignment,
     labels_from_flags,
     model_exists,
-    print_registered,
     register_model,
 )
 
@@ -85,6 +84,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=1))
     else:
         _print_report(summary, args)
+        if summary.get("registered"):
+            print(
+                f"registered {args.name or args.model} at revision "
+                f"{summary['registered']['revision']}: cost={summary['registered']['cost']:g}"
+            )
     if too_many:
         print(
             f"error: {summary['failed']} item(s) failed and {summary['unknown']} could not be "
@@ -243,8 +247,6 @@ def _register(args: argparse.Namespace, summary: dict[str, Any]) -> dict[str, An
         labels=labels_from_flags(args.label),
         update=args.update,
     )
-    if not args.json:
-        print_registered(model)
     return {
         "name": model.name,
         "revision": model.revision,
