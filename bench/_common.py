@@ -1,28 +1,38 @@
-"""What every benchmark shares: machine facts, percentiles, and writing results.
+"""What every benchmark shares: machine facts, percentiles, writing results, child processes.
 
 Each benchmark writes machine-readable JSON under bench/out/ and replaces its
 own section of bench/RESULTS.md, so the file always holds the latest run of
 every benchmark with the command that produced it.
+
+Benchmarks start their servers with `spawn` or `sidecar_process` and run
+inside `guarded`, so no server outlives its bench (see "Child processes").
 """
 
 from __future__ import annotations
 
+import argparse
+import atexit
+import contextlib
+import ctypes
 import json
 import os
 import platform
 import re
-import socket
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import IO, Any
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from sidecar._readiness import FAST_RECONNECT, free_port, wait_serving
 
 BENCH_DIR = Path(__file__).resolve().parent
 OUT_DIR = BENCH_DIR / "out"
@@ -108,57 +118,240 @@ def record(name: str, data: dict[str, Any], markdown: str) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# --- Child processes ------------------------------------------------------------------
+#
+# A bench that starts servers must leave none behind, however it ends: a normal
+# return, an exception, Ctrl-C (SIGINT), SIGTERM (an outer `timeout`, run_all
+# stopping it) or its own --time-limit. So:
+#
+# - every child is started by `spawn`: in its own session, hence its own process
+#   group (os.killpg reaches anything it starts too), tracked in _CHILDREN;
+# - on Linux each child also gets PR_SET_PDEATHSIG = SIGKILL, so even a bench
+#   killed with SIGKILL (which runs no clean-up) takes its children with it;
+# - `guarded` (each bench's main runs inside it) turns SIGTERM and SIGINT into a
+#   clean exit that first signals every child's group, runs a watchdog for the
+#   time limit, and stops and reaps every child on the way out.
+
+EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a SIGTERM death
+EXIT_TIME_LIMIT = 124  # what timeout(1) returns
+#: After a stop is requested, how long the bench may take to unwind before it
+#: kills its children with SIGKILL and exits at once.
+STOP_GRACE_S = 30.0
+
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+_CHILDREN_LOCK = threading.Lock()
+_PR_SET_PDEATHSIG = 1
+
+
+class TimeLimitExceeded(SystemExit):
+    """Raised in the main thread when a bench runs past its --time-limit."""
+
+
+def _say(message: str) -> None:
+    """One line on stderr, written with os.write: safe inside a signal handler."""
+    with contextlib.suppress(OSError):
+        os.write(2, (message + "\n").encode())
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A preexec_fn that has the kernel SIGKILL the child when ``parent`` dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def setup() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return setup
+
+
+def spawn(
+    command: Sequence[str],
+    *,
+    log: IO[bytes],
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    name: str = "child",
+) -> subprocess.Popen[bytes]:
+    """Starts ``command`` as a tracked child in its own process group; see `stop`."""
+    process = subprocess.Popen(
+        list(command),
+        stdout=log,
+        stderr=log,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+        preexec_fn=_die_with_parent(os.getpid()),
+    )
+    with _CHILDREN_LOCK:
+        _CHILDREN[process.pid] = process
+    _say(f"bench: started {name} (pid {process.pid})")
+    return process
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    # Only while the child is unreaped: after that its pid (= its group id) may be reused.
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM to the child's whole group, SIGKILL if it is not gone after ``timeout``; reaps it."""
+    try:
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+    finally:
+        with _CHILDREN_LOCK:
+            _CHILDREN.pop(process.pid, None)
+
+
+def signal_children(sig: int) -> None:
+    """Sends ``sig`` to every live child's group and returns at once (safe in a signal handler)."""
+    with _CHILDREN_LOCK:
+        children = list(_CHILDREN.values())
+    for process in children:
+        _signal_group(process, sig)
+
+
+def stop_children(timeout: float = 10.0) -> None:
+    """Stops and reaps every child still tracked."""
+    with _CHILDREN_LOCK:
+        children = list(_CHILDREN.values())
+    for process in children:
+        stop(process, timeout)
+
+
+def children() -> list[int]:
+    """Pids of the children started by `spawn` and not yet stopped."""
+    with _CHILDREN_LOCK:
+        return list(_CHILDREN)
+
+
+atexit.register(stop_children)
+
+
+def add_time_limit(parser: argparse.ArgumentParser, default_s: float) -> None:
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=default_s,
+        metavar="SECONDS",
+        help=f"stop (and stop every server started) after this long; 0 = none "
+        f"(default {default_s:.0f}); exit status {EXIT_TIME_LIMIT}",
+    )
+
+
+def _hard_exit_after(delay: float, code: int) -> None:
+    """Backstop: if the process is still unwinding after ``delay`` s, kill the children, exit."""
+
+    def fire() -> None:
+        _say(f"bench: still running {delay:.0f} s after the stop; exiting")
+        signal_children(signal.SIGKILL)
+        os._exit(code)
+
+    timer = threading.Timer(delay, fire)
+    timer.daemon = True
+    timer.start()
+
+
+@contextmanager
+def guarded(time_limit_s: float | None, name: str = "bench") -> Iterator[None]:
+    """Runs a bench's body so that it leaves no child process behind, whatever ends it.
+
+    Inside, SIGTERM and SIGINT first signal every child's group with SIGTERM,
+    then raise SystemExit(143) or KeyboardInterrupt in the main thread (a repeat
+    signal only escalates the children to SIGKILL). After ``time_limit_s``
+    seconds (None or 0: no limit) a watchdog thread signals the children itself
+    (so they stop even if the main thread is busy in C code) and raises
+    TimeLimitExceeded (exit status 124) in the main thread. Once a stop is
+    requested the bench has STOP_GRACE_S seconds to unwind before it kills its
+    children and exits at once. On the way out every child is stopped and reaped.
+    """
+    stopping = threading.Event()
+
+    def request_stop(message: str, code: int) -> bool:
+        """True the first time; later calls only escalate the children to SIGKILL."""
+        if stopping.is_set():
+            signal_children(signal.SIGKILL)
+            return False
+        stopping.set()
+        _say(f"{name}: {message}; stopping {len(children())} child process(es)")
+        signal_children(signal.SIGTERM)
+        _hard_exit_after(STOP_GRACE_S, code)
+        return True
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        sig = signal.Signals(signum)
+        if sig == signal.SIGALRM:  # sent by the watchdog below, which already signalled
+            raise TimeLimitExceeded(EXIT_TIME_LIMIT)
+        if not request_stop(f"received {sig.name}", 128 + signum):
+            return
+        if sig == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(EXIT_TERMINATED)
+
+    in_main = threading.current_thread() is threading.main_thread()
+
+    def on_time_limit() -> None:
+        # Off the main thread no handler is installed: request_stop's hard exit ends the run.
+        if request_stop(f"time limit of {time_limit_s:g} s reached", EXIT_TIME_LIMIT) and in_main:
+            os.kill(os.getpid(), signal.SIGALRM)
+
+    previous = (
+        {
+            sig: signal.signal(sig, on_signal)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)
+        }
+        if in_main
+        else {}
+    )
+    watchdog = None
+    if time_limit_s:
+        watchdog = threading.Timer(time_limit_s, on_time_limit)
+        watchdog.daemon = True
+        watchdog.start()
+    try:
+        yield
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+        stop_children()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager
 def sidecar_process(workdir: Path, name: str, *args: str) -> Iterator[str]:
-    """A `sidecar serve` process on a free port, SERVING before this yields."""
+    """A `sidecar serve` process on a free port, SERVING before this yields; stopped after."""
     address = f"127.0.0.1:{free_port()}"
     log_path = workdir / f"{name}.log"
-    with (
-        log_path.open("wb") as log,
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sidecar._cli",
-                "serve",
-                "--listen",
-                address,
-                "--db",
-                str(workdir / f"{name}.db"),
-                *args,
-            ],
-            stdout=log,
-            stderr=log,
-        ) as process,
-    ):
+    command = [
+        sys.executable,
+        "-m",
+        "sidecar._cli",
+        "serve",
+        "--listen",
+        address,
+        "--db",
+        str(workdir / f"{name}.db"),
+        *args,
+    ]
+    with log_path.open("wb") as log:
+        process = spawn(command, log=log, name=name)
         try:
-            wait_serving(address, process, log_path)
+            with grpc.insecure_channel(address, options=FAST_RECONNECT) as channel:
+                wait_serving(channel, timeout=120, process=process, log=log_path, name=name)
+            _say(f"bench: {name} SERVING at {address}")
             yield address
         finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-def wait_serving(address: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 120
-    # A short reconnect backoff, so SERVING is seen within ~50 ms rather than ~1 s.
-    options = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 50)]
-    with grpc.insecure_channel(address, options=options) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{address} exited: {log_path.read_text()}")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.05)
-    raise RuntimeError(f"{address} did not become SERVING")
+            stop(process)

@@ -13,7 +13,7 @@ started with `--embedding-cache` (goal: p50 <= (b) p50 + 0.1 ms), and an
 in-process stage breakdown of one Route: tokenise, embed, kernel, table
 lookup, serialisation.
 
-    python -m bench.route_latency [--rounds 20] [--per-round 50]
+    python -m bench.route_latency [--rounds 20] [--per-round 50] [--time-limit 900]
 """
 
 from __future__ import annotations
@@ -32,13 +32,14 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from uniroute.v1 import registry_pb2, registry_pb2_grpc, router_pb2, router_pb2_grpc
 
-from bench._common import record, sidecar_process, summarise_ms, verdict
+from bench._common import add_time_limit, guarded, record, sidecar_process, summarise_ms, verdict
 from sidecar import Embedder, default_embedder_dir
 from sidecar._server import starter_artifact_dir
 
 GOAL_SLACK_MS = 0.15
 CACHE_SLACK_MS = 0.10
 N_MODELS = 11
+TIME_LIMIT_S = 15 * 60
 WORDS = [
     "please",
     "summarise",
@@ -148,31 +149,30 @@ def embed_call(embedder: Embedder, next_prompt: Callable[[], str]) -> Callable[[
 
 def stage_breakdown(embedder: Embedder, repeat: int = 300) -> dict[str, float]:
     """Median µs of each step of one Route, run in-process with the server's own code."""
-    from sidecar import Query, RoutingTable, TableHolder
+    from sidecar import ModelRecord, Query, RoutingTable, TableHolder
     from sidecar._clustering import load_clustering
-    from sidecar._kernels import route_one
-    from sidecar._registry import ModelRecord
+    from sidecar._kernels import route
     from sidecar._router import Router
-    from sidecar._server import _route_response
+    from sidecar._wire import route_response
 
     clustering = load_clustering(starter_artifact_dir())
     rng = np.random.default_rng(0)
     models = [
         ModelRecord(
-            f"model-{m:02d}",
-            float(m + 1),
-            rng.random(clustering.k),
-            np.zeros(clustering.k, np.int64),
-            0.3,
-            0,
-            "results",
-            clustering.version,
-            "",
-            {},
-            m + 1,
-            m + 1,
-            0.0,
-            0.0,
+            name=f"model-{m:02d}",
+            cost=float(m + 1),
+            error_rates=rng.random(clustering.k),
+            validation_counts=np.zeros(clustering.k, np.int64),
+            overall_error=0.3,
+            result_count=0,
+            profile_source="results",
+            clustering_version=clustering.version,
+            description="",
+            labels={},
+            create_revision=m + 1,
+            revision=m + 1,
+            create_time=0.0,
+            update_time=0.0,
         )
         for m in range(N_MODELS)
     ]
@@ -187,20 +187,26 @@ def stage_breakdown(embedder: Embedder, repeat: int = 300) -> dict[str, float]:
     router = Router(holder, embedder)
     prompt = prompts(20, 1, 6)[0]
     encoded = embedder.encode(prompt)
-    vector = embedder.run(encoded.ids, encoded.mask)[0]
+    vector = embedder.run(encoded.ids, encoded.mask)
     decision = router.route(Query(prompt=prompt))
-    scores = np.empty(table.size, dtype=np.float32)
+    # One decision through the kernel Route uses, with its N = 1 buffers.
+    x = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
+    lams = np.full(1, 0.1)
+    masks = table.all_candidates.reshape(1, -1)
+    scores = np.empty((1, table.size), dtype=np.float32)
+    clusters = np.empty(1, dtype=np.int64)
+    chosen = np.empty(1, dtype=np.int64)
     names = ["model-03", "model-07"]
     steps: dict[str, Callable[[], object]] = {
         "tokenise": lambda: embedder.encode(prompt),
         "embed (onnxruntime)": lambda: embedder.run(encoded.ids, encoded.mask),
-        "kernel (nearest centroid + argmin)": lambda: route_one(
-            vector, table.centroids, table.psi, table.costs, 0.1, table.all_candidates, scores
+        "kernel (nearest centroid + argmin)": lambda: route(
+            x, table.centroids, table.psi, table.costs, lams, masks, scores, clusters, chosen
         ),
         "table lookup (reference + candidate mask)": lambda: (
             holder.current.candidate_mask(names) if holder.current else None
         ),
-        "serialisation (response + bytes)": lambda: _route_response(decision).SerializeToString(),
+        "serialisation (response + bytes)": lambda: route_response(decision).SerializeToString(),
         "whole Route in-process": lambda: router.route(Query(prompt=prompt)),
     }
     return {name: float(np.median(timed(fn, repeat))) * 1e6 for name, fn in steps.items()}
@@ -210,8 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.route_latency", description=__doc__)
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
     parser.add_argument("--per-round", type=int, default=50, help="calls per series per round")
+    add_time_limit(parser, TIME_LIMIT_S)
     args = parser.parse_args(argv)
+    with guarded(args.time_limit, "bench.route_latency"):
+        return run(args)
 
+
+def run(args: argparse.Namespace) -> int:
     embedder = Embedder.from_dir(default_embedder_dir(), threads=1)
     series: dict[str, list[float]] = {}
     with (

@@ -6,7 +6,7 @@ client threads (1, 8 and 32 callers) send distinct ~20-word prompts for a
 fixed time each. Goals: with micro-batching, routes/s at 32 callers >= 1.5x
 the unbatched figure, and p99 at 8 callers no worse than 2x unbatched p99.
 
-    python -m bench.throughput [--seconds 4] [--rounds 2] [--quick]
+    python -m bench.throughput [--seconds 4] [--rounds 2] [--quick] [--time-limit 900]
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from pathlib import Path
 import grpc
 from uniroute.v1 import router_pb2, router_pb2_grpc
 
-from bench._common import record, sidecar_process, summarise_ms, verdict
+from bench._common import add_time_limit, guarded, record, sidecar_process, summarise_ms, verdict
 from bench.route_latency import prompts, register_synthetic_models
 
 CALLERS = (1, 8, 32)
+TIME_LIMIT_S = 15 * 60
 
 
 def drive(address: str, callers: int, seconds: float, texts: Sequence[str]) -> list[float]:
@@ -59,10 +60,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-max-size", type=int, default=16)
     parser.add_argument("--batch-max-wait-ms", type=float, default=1.0)
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s")
+    add_time_limit(parser, TIME_LIMIT_S)
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.rounds = 2.0, 1
+    with guarded(args.time_limit, "bench.throughput"):
+        return run(args)
 
+
+def run(args: argparse.Namespace) -> int:
     texts = prompts(20, 5000, 3)
     modes = {
         "unbatched": [],
