@@ -10,26 +10,32 @@ cached embeddings. Each response carries every model's Ψ[cluster], so the whole
 λ sweep comes from one call per prompt; a few λ are also routed by the server
 itself to confirm it picks the model the sweep computed.
 
-Protocol (DESIGN.md section 1, issue 4 item 7):
+Protocol (DESIGN.md section 1, issue 4 item 7, issue 8):
 
-- K-means on all 2,205 train prompts; S_val = a random subset of train of size
-  N_val ∈ {100, 300, all}, 5 seeds (the seed draws S_val and seeds K-means).
-- K from {5, 10, 25, 50}, per truncation, by Area on a held-out 30% of train
-  (K-means and S_val on the other 70%), mean over 3 seeds. The truncation
-  strategy is chosen the same way (best held-out Area at its K), never on test;
-  test Areas of every strategy are reported, with paired differences.
+- Φ is never fitted on S_val. Per seed, train is split at random in two
+  halves: K-means runs on one (the fit half, 1,103 prompts), and S_val is the
+  first N_val items of the other (the S_val pool, 1,102), N_val ∈ {100, 300,
+  all of the pool}, so the S_val sets are nested. 5 seeds (the seed draws the
+  split and seeds K-means).
+- Every setting is chosen on a held-out 30% of train, never on test: K from
+  {5, 10, 25, 50} and K-NN's k from {5, 10, 25, 50} (cosine), each by the mean
+  Area over 3 seeds with the whole S_val pool, the other 70% of train split
+  into a fit half and an S_val pool exactly as above; and the truncation
+  strategy by the best held-out Area at its K. Test Areas of every strategy
+  and every k are reported too, with the chosen ones marked.
 - Baselines on the same S_val: ZeroRouter (a K = 1 clustering through the same
-  server), K-NN (k ∈ {5, 10, 25, 50}, cosine), the λ-swept Oracle, every
-  single model, and the hull of the single models' test points.
+  server), K-NN (its chosen k), the λ-swept Oracle, every single model, and the
+  hull of the single models' test points.
 - Curves, Area and QNC: see ``bench/deferral.py``.
 
 Embeddings are cached under bench/out/cache/, keyed by the embedder's
 fingerprint (which covers the truncation) and the data file's sha256. A cold
 cache costs 2-4 minutes of embedding per strategy on 2 busy cores (3,150 long
-prompts, one at a time); warm, the full run takes about 4-5 minutes and
+prompts, one at a time); warm, the full run takes about 5-10 minutes and
 ``--quick`` about 15 s.
 
     python -m bench.quality [--data DIR] [--quick] [--truncation head tail head_tail]
+                            [--time-limit 2400]
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ import numpy.typing as npt
 from uniroute.v1 import registry_pb2, registry_pb2_grpc, router_pb2, router_pb2_grpc
 
 from bench import deferral
-from bench._common import BENCH_DIR, OUT_DIR, record, verdict
+from bench._common import BENCH_DIR, OUT_DIR, add_time_limit, guarded, record, verdict
 from bench.routerbench import data_dir, read_rows
 from sidecar import Embedder, ServerConfig, default_embedder_dir, serve
 from sidecar._clustering import Clustering, fit_clustering, save_clustering
@@ -61,23 +67,29 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 TRUNCATIONS = ("head", "tail", "head_tail")
-N_VALS = (100, 300, 0)  # 0 means every train prompt
+N_VALS = (100, 300, 0)  # 0 means the whole S_val pool
 SEEDS = 5
 K_GRID = (5, 10, 25, 50)
 GRID_SEEDS = 3
 HOLDOUT = 0.3
 HOLDOUT_SEED = 20250211
+# The share of (held-in) train that S_val is drawn from; K-means gets the rest. Half
+# of RouterBench's train makes the largest S_val 1,102 items, the top of DESIGN.md's
+# 10^2-10^3 range, and leaves 1,103 prompts for K-means (K <= 50).
+VAL_POOL = 0.5
 KNN_KS = (5, 10, 25, 50)
 CHECK_LAMBDAS = (0.0, 0.1, 0.5)  # routed by the server itself and compared with the sweep
 TEXT_CHECK = 24  # test prompts routed by text, to show the cache matches the server's embedder
 QUICK_N_VAL = 300
 QUICK_SEEDS = 2
 QUICK_K = 5
+QUICK_KNN_K = 50
 BATCH = 200  # requests per RouteBatch call (keeps messages far below gRPC's 4 MB)
 CACHE_DIR = OUT_DIR / "cache"
 PLOT = BENCH_DIR / "deferral_curves.png"
 GOAL_GAIN_300 = 0.02
 GOAL_GAIN_ALL = 0.03
+TIME_LIMIT_S = 40 * 60
 
 
 @dataclass(frozen=True)
@@ -246,16 +258,26 @@ def serve_and_route(
     return Served(err, cost, clusters, checks, text_agree)
 
 
-def val_subset(n_train: int, n_val: int, seed: int) -> IntArray:
-    """Sorted indices of S_val: all of train for n_val = 0 (or >= n_train)."""
-    if n_val <= 0 or n_val >= n_train:
-        return np.arange(n_train, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n_train, size=n_val, replace=False)).astype(np.int64)
+def fit_and_pool(n: int, seed: int) -> tuple[IntArray, IntArray]:
+    """Positions 0..n-1 split at random: (K-means fit set, sorted; S_val pool, in drawn order).
+
+    The two are disjoint, so Φ is never fitted on an S_val item (DESIGN.md: "never
+    fit it on S_val"). S_val of size N is the pool's first N (`val_subset`).
+    """
+    perm = np.random.default_rng(seed).permutation(n)
+    n_pool = round(VAL_POOL * n)
+    return np.sort(perm[n_pool:]).astype(np.int64), perm[:n_pool].astype(np.int64)
 
 
-def nval_label(n_val: int, n_train: int) -> str:
-    return f"all ({n_train})" if n_val <= 0 or n_val >= n_train else str(n_val)
+def val_subset(pool: IntArray, n_val: int) -> IntArray:
+    """Sorted S_val positions: the pool's first ``n_val`` (nested across N_val); 0 = all."""
+    if n_val <= 0 or n_val >= pool.size:
+        return np.sort(pool)
+    return np.sort(pool[:n_val])
+
+
+def nval_label(n_val: int, n_pool: int) -> str:
+    return f"all ({n_pool})" if n_val <= 0 or n_val >= n_pool else str(n_val)
 
 
 def summarise(values: Sequence[float]) -> dict[str, Any]:
@@ -301,6 +323,10 @@ class Evaluator:
         }
 
     def fit(self, fit_idx: IntArray, val_idx: IntArray, k: int, seed: int) -> Clustering:
+        """K-means on train rows ``fit_idx``; S_val = rows ``val_idx``, which must be disjoint."""
+        shared = np.intersect1d(fit_idx, val_idx)
+        if shared.size:
+            raise ValueError(f"{shared.size} S_val items are in the K-means fit set")
         return fit_clustering(
             self.train_vectors[fit_idx],
             [self.train.ids[i] for i in val_idx],
@@ -316,8 +342,11 @@ class Evaluator:
         clustering: Clustering,
         val_idx: IntArray,
         query_vectors: npt.NDArray[np.float32],
+        model_cost: FloatArray | None = None,
         **kwargs: Any,
     ) -> Served:
+        """Serves ``clustering`` with the models' S_val results; ``model_cost`` defaults to
+        each model's mean cost over all of train."""
         self.runs += 1
         run_dir = self.workdir / f"run{self.runs:04d}"
         run_dir.mkdir()
@@ -326,49 +355,82 @@ class Evaluator:
             clustering,
             self.embedder,
             self.models,
-            self.train_cost,
+            self.train_cost if model_cost is None else model_cost,
             self.train.correct[val_idx],
             query_vectors,
             **kwargs,
         )
 
-    def choose_k(self, k_grid: Sequence[int], seeds: int) -> dict[str, Any]:
-        """Area on a held-out 30% of train for each K, with S_val = all (or 300) of the rest."""
+    def choose_settings(
+        self, k_grid: Sequence[int], knn_ks: Sequence[int], seeds: int
+    ) -> dict[str, Any]:
+        """K and K-NN's k by Area on a held-out 30% of train, never on test.
+
+        The other 70% is split per seed like train in `evaluate`: K-means on its
+        fit half, S_val = all of (or 300 from) its S_val pool. Models register
+        with their mean cost on that 70%, so nothing about the held-out rows but
+        the prompts' embeddings reaches the router.
+        """
         n = len(self.train)
         perm = np.random.default_rng(HOLDOUT_SEED).permutation(n)
         n_hold = round(HOLDOUT * n)
         hold, rest = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
         correct, cost = self.train.correct[hold], self.train.cost[hold]
         norm_cost = float(cost.mean(axis=0).max())
+        rest_cost = self.train.cost[rest].mean(axis=0)
+        hold_vectors = self.train_vectors[hold]
+        fit_size, pool_size = (len(part) for part in fit_and_pool(rest.size, 0))
+
+        def area(expected_error: FloatArray, model_cost: FloatArray) -> float:
+            chosen = deferral.route_sweep(expected_error, model_cost, deferral.LAMBDAS)
+            return deferral.hull_area(deferral.deferral_points(chosen, correct, cost, norm_cost))
+
         grid: dict[str, dict[str, Any]] = {}
+        knn_grid: dict[str, dict[str, Any]] = {}
         for label, n_val in (("all", 0), ("300", 300)):
-            rows: dict[str, Any] = {}
-            for k in (1, *k_grid):
-                areas = []
-                for seed in range(seeds):
-                    val_idx = rest[val_subset(rest.size, n_val, seed)]
-                    clustering = self.fit(rest, val_idx, k, seed)
-                    served = self.route(clustering, val_idx, self.train_vectors[hold])
-                    chosen = deferral.route_sweep(
-                        served.expected_error, served.model_cost, deferral.LAMBDAS
+            areas: dict[int, list[float]] = {k: [] for k in (1, *k_grid)}
+            knn_areas: dict[int, list[float]] = {kk: [] for kk in knn_ks}
+            for seed in range(seeds):
+                fit_pos, pool_pos = fit_and_pool(rest.size, seed)
+                fit_idx, val_idx = rest[fit_pos], rest[val_subset(pool_pos, n_val)]
+                for k in areas:
+                    clustering = self.fit(fit_idx, val_idx, k, seed)
+                    served = self.route(clustering, val_idx, hold_vectors, rest_cost)
+                    areas[k].append(area(served.expected_error, served.model_cost))
+                val_error = 1.0 - self.train.correct[val_idx]
+                for kk in knn_areas:
+                    err = deferral.knn_expected_error(
+                        hold_vectors, self.train_vectors[val_idx], val_error, min(kk, val_idx.size)
                     )
-                    points = deferral.deferral_points(chosen, correct, cost, norm_cost)
-                    areas.append(deferral.hull_area(points))
-                rows[str(k)] = summarise(areas)
-            grid[label] = rows
+                    knn_areas[kk].append(area(err, rest_cost))
+            grid[label] = {str(k): summarise(v) for k, v in areas.items()}
+            knn_grid[label] = {str(kk): summarise(v) for kk, v in knn_areas.items()}
         best = max(k_grid, key=lambda k: grid["all"][str(k)]["mean"])
+        best_knn = max(knn_ks, key=lambda kk: knn_grid["all"][str(kk)]["mean"])
         return {
             "holdout": int(hold.size),
-            "fit_and_val": int(rest.size),
+            "fit": fit_size,
+            "val_pool": pool_size,
             "seeds": seeds,
             "grid": grid,
+            "knn_grid": knn_grid,
             "chosen_k": int(best),
+            "chosen_knn_k": int(best_knn),
         }
 
     def evaluate(
-        self, k: int, n_vals: Sequence[int], seeds: int, keep_points_for: int | None = 0
+        self,
+        k: int,
+        knn_k: int,
+        n_vals: Sequence[int],
+        seeds: int,
+        keep_points_for: int | None = 0,
     ) -> dict[str, Any]:
-        """The protocol on test.jsonl for every N_val and seed."""
+        """The protocol on test.jsonl for every N_val and seed.
+
+        ``k`` and ``knn_k`` were chosen on held-out train; every K-NN k in KNN_KS is
+        reported, ``knn_k`` is the one compared against.
+        """
         test, train = self.test, self.train
         norm_cost = float(test.cost.mean(axis=0).max())
         singles = deferral.single_model_points(test.correct, test.cost, norm_cost)
@@ -380,9 +442,13 @@ class Evaluator:
             test.cost,
             norm_cost,
         )
-        all_idx = np.arange(len(train), dtype=np.int64)
+        splits = [fit_and_pool(len(train), seed) for seed in range(seeds)]
+        n_pool = splits[0][1].size
         out: dict[str, Any] = {
             "k": k,
+            "knn_k": knn_k,
+            "fit_size": int(splits[0][0].size),
+            "val_pool": int(n_pool),
             "norm_cost_usd": norm_cost,
             "target_quality": target,
             "best_model": self.models[best_model],
@@ -403,18 +469,18 @@ class Evaluator:
         }
         curves: dict[str, Any] = {}
         for n_val in n_vals:
-            label = nval_label(n_val, len(train))
+            label = nval_label(n_val, n_pool)
             area: dict[str, list[float]] = {}
             qncs: dict[str, list[float]] = {}
             checks: list[dict[str, Any]] = []
-            for seed in range(seeds):
-                val_idx = val_subset(len(train), n_val, seed)
+            for seed, (fit_idx, pool) in enumerate(splits):
+                val_idx = val_subset(pool, n_val)
                 val_error = 1.0 - train.correct[val_idx]
                 first = seed == 0 and n_val == n_vals[-1]
                 points: dict[str, FloatArray] = {}
                 for name, kk in ((f"UniRoute K={k}", k), ("ZeroRouter", 1)):
                     served = self.route(
-                        self.fit(all_idx, val_idx, kk, seed),
+                        self.fit(fit_idx, val_idx, kk, seed),
                         val_idx,
                         self.test_vectors,
                         check_lambdas=CHECK_LAMBDAS if first else (),
@@ -453,7 +519,7 @@ class Evaluator:
             uni, zero = f"UniRoute K={k}", "ZeroRouter"
             diffs = [u - z for u, z in zip(area[uni], area[zero], strict=True)]
             out["by_n_val"][label] = {
-                "n_val": n_val if n_val > 0 else len(train),
+                "n_val": int(val_idx.size),
                 "area": {name: summarise(v) for name, v in area.items()},
                 "qnc": {name: summarise(v) for name, v in qncs.items()},
                 "uniroute_minus_zero": summarise(diffs),
@@ -463,12 +529,9 @@ class Evaluator:
         return out
 
 
-def knn_names(block: dict[str, Any]) -> list[str]:
-    return [name for name in block["area"] if name.startswith("K-NN")]
-
-
-def best_knn(block: dict[str, Any]) -> str:
-    return max(knn_names(block), key=lambda n: block["area"][n]["mean"])
+def knn_name(result: dict[str, Any]) -> str:
+    """The K-NN baseline compared against: its k was chosen on held-out train."""
+    return f"K-NN k={result['knn_k']}"
 
 
 def fmt(s: dict[str, Any], digits: int = 4) -> str:
@@ -488,9 +551,9 @@ def goals(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
             out["gain_300"] = {"want": GOAL_GAIN_300, "got": gain, "pass": gain >= GOAL_GAIN_300}
         if label.startswith("all"):
             out["gain_all"] = {"want": GOAL_GAIN_ALL, "got": gain, "pass": gain >= GOAL_GAIN_ALL}
-        knn = best_knn(block)
+        knn = knn_name(result)
         got = block["area"][uni]["mean"] - block["area"][knn]["mean"]
-        out[f"beats_knn_{block['n_val']}"] = {"best_knn": knn, "got": got, "pass": got >= 0.0}
+        out[f"beats_knn_{block['n_val']}"] = {"knn": knn, "got": got, "pass": got >= 0.0}
     return out
 
 
@@ -506,7 +569,8 @@ def goal_lines(g: dict[str, dict[str, Any]]) -> list[str]:
         else:
             n = key.rsplit("_", 1)[1]
             lines.append(
-                f"- {verdict(v['pass'])}: UniRoute − best K-NN ({v['best_knn']}) Area at "
+                f"- {verdict(v['pass'])}: UniRoute − K-NN ({v['knn']}, k chosen on held-out "
+                f"train) Area at "
                 f"N_val = {n} is {v['got']:+.4f} (goal ≥ 0)"
             )
     return lines
@@ -521,9 +585,11 @@ def router_table(result: dict[str, Any], what: str) -> str:
     head = "| router | " + " | ".join(f"N_val = {lab}" for lab in blocks) + " |\n"
     head += "|---|" + "---|" * len(blocks) + "\n"
     rows = []
+    chosen = {uni_name(result), knn_name(result)}
     for name in names:
         cells = [fmt(b[what][name]) if name in b[what] else "—" for b in blocks.values()]
-        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+        shown = f"**{name}** (chosen)" if name in chosen else name
+        rows.append(f"| {shown} | " + " | ".join(cells) + " |")
     for name, key in (
         ("Oracle (λ-swept)", "oracle"),
         ("hull of single models (test-set accuracies)", "single_hull"),
@@ -534,14 +600,14 @@ def router_table(result: dict[str, Any], what: str) -> str:
 
 
 def plot(result: dict[str, Any], n_label: str, path: Path) -> None:
-    """Hull curves of UniRoute, ZeroRouter, the best K-NN and the Oracle, plus every model."""
+    """Hull curves of UniRoute, ZeroRouter, the chosen K-NN and the Oracle, plus every model."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     curves = {n: np.asarray(p) for n, p in result["curves"].items()}
-    knn = best_knn(result["by_n_val"][n_label])
+    knn = knn_name(result)
     styles = [
         (uni_name(result), "tab:blue", "-"),
         ("ZeroRouter", "tab:orange", "--"),
@@ -630,7 +696,7 @@ def truncation_table(results: dict[str, Any]) -> str:
     head = (
         "| truncation | K | "
         + " | ".join(f"UniRoute N_val = {lab}" for lab in labels)
-        + " | ZeroRouter (all) | best K-NN (all) | UniRoute − ZeroRouter (all) |\n"
+        + " | ZeroRouter (all) | K-NN, chosen k (all) | UniRoute − ZeroRouter (all) |\n"
         + "|---|---|"
         + "---|" * (len(labels) + 3)
         + "\n"
@@ -640,7 +706,7 @@ def truncation_table(results: dict[str, Any]) -> str:
         uni = uni_name(result)
         blocks = result["by_n_val"]
         last = blocks[labels[-1]]
-        knn = best_knn(last)
+        knn = knn_name(result)
         cells = [fmt(blocks[lab]["area"][uni]) for lab in labels]
         rows.append(
             f"| {result['truncation']} | {result['k']} | "
@@ -652,17 +718,24 @@ def truncation_table(results: dict[str, Any]) -> str:
 
 
 def grid_table(result: dict[str, Any]) -> str:
+    """Held-out Area of every K (ZeroRouter is K = 1) and every K-NN k; chosen ones bold."""
     sel = result["k_selection"]
-    ks = list(sel["grid"]["all"])
-    head = "| S_val | " + " | ".join("ZeroRouter" if k == "1" else f"K={k}" for k in ks) + " |\n"
-    head += "|---|" + "---|" * len(ks) + "\n"
+    ks, knns = list(sel["grid"]["all"]), list(sel["knn_grid"]["all"])
+    heads = ["ZeroRouter" if k == "1" else f"K={k}" for k in ks] + [f"K-NN k={k}" for k in knns]
+    head = "| S_val | " + " | ".join(heads) + " |\n"
+    head += "|---|" + "---|" * len(heads) + "\n"
     rows = []
-    for label, row in sel["grid"].items():
+    for label in sel["grid"]:
         cells = []
-        for k in ks:
-            cell = fmt(row[k])
-            cells.append(f"**{cell}**" if label == "all" and int(k) == sel["chosen_k"] else cell)
-        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+        for which, keys, chosen in (
+            ("grid", ks, sel["chosen_k"]),
+            ("knn_grid", knns, sel["chosen_knn_k"]),
+        ):
+            for k in keys:
+                cell = fmt(sel[which][label][k])
+                cells.append(f"**{cell}**" if label == "all" and int(k) == chosen else cell)
+        shown = f"all ({sel['val_pool']})" if label == "all" else label
+        rows.append(f"| {shown} | " + " | ".join(cells) + " |")
     return head + "\n".join(rows)
 
 
@@ -684,9 +757,13 @@ def render(
         f"gRPC: models registered with `RegisterModel` from their S_val results (cost = mean "
         f"train cost), test prompts routed with `RouteBatch` from cached embeddings, the λ "
         f"sweep ({deferral.LAMBDAS.size} values: 0 and 1e-4…1e3) recomputed from the returned "
-        f"Ψ[cluster] with the kernel's rule. K-means on all train prompts; S_val = a random "
-        f"subset of train; mean ± sample std over {seeds} seeds (the seed draws S_val and seeds "
-        f"K-means). Cost is normalised by the most expensive model's mean test cost "
+        f"Ψ[cluster] with the kernel's rule. Per seed, train is split at random into a K-means "
+        f"half ({best['fit_size']} prompts) and an S_val pool ({best['val_pool']}); S_val = the "
+        f"pool's first N_val items (nested), so K-means never sees an S_val item; mean ± sample "
+        f"std over {seeds} seeds (the seed draws the split and seeds K-means). K, K-NN's k and "
+        f"the truncation are chosen on a held-out 30% of train, never on test (see Choosing "
+        f"settings); every K-NN k's test Area is shown, the chosen one in bold. Cost is "
+        f"normalised by the most expensive model's mean test cost "
         f"({best['best_model']}, ${best['norm_cost_usd']:.5f}). Curve = upper concave "
         f"envelope of a router's own λ points and (0, 0) (random mixing and abstaining), "
         f"flat right of its best point; Area = its integral on [0, 1] (`bench/deferral.py`).",
@@ -695,7 +772,8 @@ def render(
     if quick:
         parts += [
             f"**Quick mode**: truncation {best['truncation']}, N_val = {labels[0]}, "
-            f"{seeds} seeds, fixed K = {best['k']} (the full run's choice); "
+            f"{seeds} seeds, fixed K = {best['k']} and K-NN k = {best['knn_k']} (the full "
+            f"run's choices); "
             f"see the `quality` section for the full protocol.",
             "",
         ]
@@ -779,13 +857,18 @@ def render(
         parts += goal_lines(result["goals"])
         parts.append("")
     if not quick:
-        parts += ["### Choosing K (held-out 30% of train, Area, mean ± std over 3 seeds)", ""]
+        parts += [
+            f"### Choosing settings (held-out 30% of train, Area, mean ± std over {GRID_SEEDS} "
+            "seeds)",
+            "",
+        ]
         for result in results.values():
             sel = result["k_selection"]
             parts += [
-                f"truncation {result['truncation']}: K-means and S_val on {sel['fit_and_val']} "
-                f"train prompts, pseudo-test {sel['holdout']}; chosen K = {sel['chosen_k']} "
-                f"(best with all labels).",
+                f"truncation {result['truncation']}: pseudo-test {sel['holdout']} train prompts; "
+                f"of the other {sel['fit'] + sel['val_pool']}, per seed K-means on "
+                f"{sel['fit']} and S_val from the other {sel['val_pool']}. Chosen (best with the "
+                f"whole S_val pool): K = {sel['chosen_k']}, K-NN k = {sel['chosen_knn_k']}.",
                 "",
                 grid_table(result),
                 "",
@@ -841,7 +924,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"one truncation, N_val={QUICK_N_VAL}, {QUICK_SEEDS} seeds, K={QUICK_K}",
+        help=f"one truncation, N_val={QUICK_N_VAL}, {QUICK_SEEDS} seeds, K={QUICK_K}, "
+        f"K-NN k={QUICK_KNN_K}",
     )
     parser.add_argument(
         "--truncation",
@@ -850,8 +934,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="strategies to run (default: all three; with --quick, the embedder's own)",
     )
+    add_time_limit(parser, TIME_LIMIT_S)
     args = parser.parse_args(argv)
+    with guarded(args.time_limit, "bench.quality"):
+        return run(args)
 
+
+def run(args: argparse.Namespace) -> int:
     folder = data_dir(args.data)
     train_path, test_path = folder / "train.jsonl", folder / "test.jsonl"
     if not (train_path.is_file() and test_path.is_file()):
@@ -883,12 +972,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             t_embed = time.monotonic() - t0
             selection = None
             if args.quick:
-                k = QUICK_K
+                k, knn_k = QUICK_K, QUICK_KNN_K
             else:
-                selection = ev.choose_k(K_GRID, GRID_SEEDS)
-                k = selection["chosen_k"]
-                log(f"   chosen K = {k}")
-            result = ev.evaluate(k, n_vals, seeds, keep_points_for=n_vals[-1])
+                selection = ev.choose_settings(K_GRID, KNN_KS, GRID_SEEDS)
+                k, knn_k = selection["chosen_k"], selection["chosen_knn_k"]
+                log(f"   chosen K = {k}, K-NN k = {knn_k}")
+            result = ev.evaluate(k, knn_k, n_vals, seeds, keep_points_for=n_vals[-1])
             result["truncation"] = ev.truncation
             result["distinct_test_vectors"] = ev.distinct_test_vectors()
             result["k_selection"] = selection
@@ -899,7 +988,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"   done in {timings[truncation]:.0f} s ({ev.runs} server runs)")
     timings["total"] = time.monotonic() - started
 
-    label_all = nval_label(n_vals[-1], len(train))
+    label_all = list(next(iter(results.values()))["by_n_val"])[-1]
     winner = choose_truncation(results)
     for t in results:
         results[t]["paired_vs_chosen"] = paired_vs(results, t, winner)
