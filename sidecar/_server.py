@@ -9,6 +9,8 @@ A new servicer is one module plus one line in ``_add_services``.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import threading
 from concurrent import futures
@@ -27,6 +29,7 @@ from ._cache import EmbeddingCache
 from ._clustering import load_clustering, require_embedder
 from ._embedder import Embedder
 from ._embedder_manifest import default_embedder_dir
+from ._embedders import load_embedder
 from ._errors import ArtifactError, InvalidArgument
 from ._extproc import EXT_PROC_SERVICE, ExternalProcessorServicer
 from ._follower import Follower, leader_addresses
@@ -44,15 +47,28 @@ from ._watch import WatchHub
 
 log = logging.getLogger("sidecar.server")
 
+STARTERS = ("starter", "starter_static")  # MiniLM's first: the default embedder's
 ROUTER_SERVICE = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def starter_artifact_dir() -> Path:
-    """The clustering shipped with the package, used when the store has none."""
-    return Path(str(resources.files("sidecar") / "data" / "starter"))
+def starter_artifact_dir(fingerprint: str | None = None) -> Path:
+    """The clustering shipped with the package, used when the store has none.
+
+    One is fitted with each embedder (``starter`` with MiniLM, ``starter_static``
+    with the static one); ``fingerprint`` picks the one fitted with that embedder,
+    else the MiniLM one (which the embedder check then refuses, naming both).
+    """
+    data = Path(str(resources.files("sidecar") / "data"))
+    if fingerprint is not None:
+        for name in STARTERS:
+            manifest = data / name / "clustering.json"
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                if json.loads(manifest.read_text("utf-8"))["embedder_fingerprint"] == fingerprint:
+                    return data / name
+    return data / STARTERS[0]
 
 
 @dataclass
@@ -263,7 +279,7 @@ def build(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
     if not config.follow and (leader_credentials is not None or config.leader_token):
         raise InvalidArgument("--leader-ca/--leader-cert/--leader-key/leader token need --follow")
     if embedder is None:
-        embedder = Embedder.from_dir(
+        embedder = load_embedder(
             config.embedder_dir or default_embedder_dir(),
             threads=config.embedder_threads,
             truncation=config.truncation,
@@ -413,7 +429,7 @@ def _load_clustering(registry: Registry, config: ServerConfig, fingerprint: str)
         return
     if config.follow:
         return
-    source = config.artifact_dir or starter_artifact_dir()
+    source = config.artifact_dir or starter_artifact_dir(fingerprint)
     clustering = load_clustering(source)
     require_embedder(clustering, fingerprint, str(source))
     registry.activate_clustering(clustering)

@@ -52,6 +52,8 @@ def _clock(seconds: float) -> str:
 
 
 def cmd_export_embedder(args: argparse.Namespace) -> int:
+    if args.kind == "static":
+        return _export_static(args)
     from .._embedder_manifest import default_embedder_dir
     from .._export import export_embedder  # torch is needed only here
 
@@ -73,15 +75,44 @@ def cmd_export_embedder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_static(args: argparse.Namespace) -> int:
+    from .._errors import InvalidArgument
+    from .._export_static import (
+        DEFAULT_PCA_DIMS,
+        DEFAULT_WEIGHTING,
+        default_static_dir,
+        export_static,
+    )
+
+    if args.truncation:
+        raise InvalidArgument("the static embedder embeds the whole prompt: drop --truncation")
+    out = args.out or default_static_dir()
+    manifest = export_static(
+        out,
+        args.source,
+        pca_dims=args.pca_dims or DEFAULT_PCA_DIMS,
+        weighting=args.weighting or DEFAULT_WEIGHTING,
+        quantize=not args.no_quantize,
+    )
+    probe = manifest["probe"]
+    print(
+        f"wrote {out}: kind=static dim={manifest['dim']} weighting={manifest['weighting']} "
+        f"quantization={manifest['quantization']} int8 vs float32 mean cosine="
+        f"{probe['mean_cosine']:.5f} in {manifest['export_seconds']:.0f} s "
+        f"fingerprint={manifest['fingerprint'][:16]}…"
+    )
+    return 0
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     from .._clustering import fit_clustering, save_clustering
-    from .._embedder import Embedder
     from .._embedder_manifest import default_embedder_dir
+    from .._embedders import load_embedder
     from .._jsonl import read_items, read_prompts
 
     train = read_prompts(args.train)
     val_ids, val_prompts = read_items(args.val)
-    embedder = Embedder.from_dir(
+    embedder = load_embedder(
         args.embedder or default_embedder_dir(), threads=args.threads, truncation=args.truncation
     )
     # Train and val often overlap (or are the same file): embed each distinct prompt once.

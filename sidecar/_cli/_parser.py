@@ -53,8 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cert", type=Path, default=None, help="PEM client certificate (mTLS)")
         p.add_argument("--key", type=Path, default=None, help="PEM key for --cert")
 
-    p = sub.add_parser("export-embedder", help="export a sentence-transformers model to ONNX")
-    p.add_argument("--out", type=Path, default=None, help="output dir (default var/embedder)")
+    p = sub.add_parser(
+        "export-embedder",
+        help="export MiniLM to ONNX (default), or distil the static embedder (--kind static)",
+    )
+    p.add_argument(
+        "--kind",
+        choices=("onnx", "static"),
+        default="onnx",
+        help="onnx: int8 MiniLM (var/embedder); static: a token table distilled from it, "
+        "microseconds per prompt (var/embedder-static)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="output dir (default var/embedder[-static])"
+    )
+    p.add_argument("--pca-dims", type=int, default=None, help="static: table width (256)")
+    p.add_argument("--weighting", default=None, help="static: none or sif:A (sif:1e-4)")
     p.add_argument("--source", type=Path, default=None, help="checkpoint dir (default MiniLM)")
     p.add_argument("--no-quantize", action="store_true", help="keep fp32 weights")
     p.add_argument("--truncation", default=None, help=TRUNCATION_HELP + " (default: head_tail:64)")
@@ -68,7 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, required=True, help="number of clusters K")
     p.add_argument("--out", type=Path, required=True, help="artifact directory to write")
     p.add_argument("--seed", type=int, default=0, help="K-means random seed")
-    p.add_argument("--embedder", type=Path, default=None, help="embedder dir")
+    p.add_argument(
+        "--embedder",
+        type=Path,
+        default=None,
+        help="embedder dir, either kind (default var/embedder; var/embedder-static for the "
+        "static one)",
+    )
     p.add_argument("--threads", type=int, default=2, help="onnxruntime threads")
     p.add_argument("--truncation", default=None, help=TRUNCATION_HELP + " (default: manifest)")
     p.set_defaults(func=cmd_fit)
@@ -121,7 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--progress-interval", type=float, default=2.0, help="Watch heartbeat seconds")
     p.add_argument("--artifact", type=Path, default=None, help="clustering dir to activate")
-    p.add_argument("--embedder", type=Path, default=None, help="embedder dir")
+    p.add_argument(
+        "--embedder",
+        type=Path,
+        default=None,
+        help="embedder dir, either kind (default var/embedder; var/embedder-static for the "
+        "static one)",
+    )
     p.add_argument("--cost-weight", type=_nonnegative_float, default=0.0, help="default λ")
     p.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per call")
