@@ -115,16 +115,23 @@ class Run:
     code_limits: CodeLimits = field(default_factory=CodeLimits)
 
 
+def missing(items: Sequence[Item], run: Run, cache: JsonlCache | None = None) -> list[Item]:
+    """The items without a cached answer (a cached failure counts as missing)."""
+    cache = cache or JsonlCache(run.out / RESPONSES, ("model", "id", "request_hash"))
+    todo = []
+    for item in items:
+        record = cache.get(run.model, item.id, request_hash(item.messages, run.settings))
+        if record is None or not record.get("ok"):
+            todo.append(item)
+    return todo
+
+
 def answer_missing(
     items: Sequence[Item], endpoint: Endpoint, run: Run, progress: Progress | None = None
 ) -> tuple[int, int]:
     """Calls the model for every item without a cached answer; (calls made, items cached)."""
     cache = JsonlCache(run.out / RESPONSES, ("model", "id", "request_hash"))
-    todo = []
-    for item in items:
-        cached_record = cache.get(run.model, item.id, request_hash(item.messages, run.settings))
-        if cached_record is None or not cached_record.get("ok"):
-            todo.append(item)
+    todo = missing(items, run, cache)
     cached = len(items) - len(todo)
     if progress:
         progress(0, len(todo))

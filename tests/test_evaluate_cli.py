@@ -302,7 +302,7 @@ def test_get_clustering_lists_the_assignment_only_on_request(
 
 
 def test_evaluate_stays_light(valset: Path, standin: StandinLLM, tmp_path: Path) -> None:
-    """Other commands never load openai; evaluate itself never loads the server stack."""
+    """Other commands never load openai, nor does a cached rerun; evaluate loads no server stack."""
     out = tmp_path / "run"
     evaluate(*common(valset, standin, "coder", out))
     code = (
@@ -313,8 +313,13 @@ def test_evaluate_stays_light(valset: Path, standin: StandinLLM, tmp_path: Path)
         " '--regrade'])\n"
         "heavy = [m for m in ('numba', 'onnxruntime', 'sklearn', 'torch') if m in sys.modules]\n"
         "print('HEAVY=' + ','.join(heavy))\n"
+        # A rerun with every answer cached opens no client: openai is never imported.
+        f"main(['evaluate', '--val', {str(valset)!r}, '--model', 'coder', '--out', {str(out)!r},"
+        f" '--base-url', {standin.base_url!r}])\n"
+        "print('OPENAI=' + str('openai' in sys.modules))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert "HEAVY=\n" in result.stdout
+    assert "OPENAI=False" in result.stdout

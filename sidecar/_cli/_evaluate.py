@@ -30,7 +30,7 @@ EXIT_TOO_MANY_FAILURES = 1
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .._evaluation import Run, answer_missing, grade_all, summarise, write_outputs
+    from .._evaluation import Run, answer_missing, grade_all, missing, summarise, write_outputs
     from .._valset import read_valset
 
     items = read_valset(args.val)
@@ -47,7 +47,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
     calls_made, cached = 0, len(items)
-    if not args.regrade:
+    if not args.regrade and missing(items, run):  # all cached: no client, no openai import
         with _endpoint(args, args.base_url, args.model, args.api_key_env, stop) as endpoint:
             bar: ProgressBar | None = None
 
