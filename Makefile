@@ -117,7 +117,7 @@ $(PEER)/.installed:
 bench: $(STAMP) $(EMBEDDER) $(EMBEDDER_STATIC) $(PEER)/.installed
 	$(BIN)/python -m bench.run_all
 
-# The same suite with fewer rounds and runs: a smoke test (< 2 minutes), too
+# The same suite with fewer rounds and runs: a smoke test (minutes), too
 # noisy to judge the goals by.
 bench-quick: $(STAMP) $(EMBEDDER) $(EMBEDDER_STATIC)
 	$(BIN)/python -m bench.run_all --quick
