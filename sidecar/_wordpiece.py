@@ -16,19 +16,25 @@ over the bytes directly:
   an unmatchable position, or longer than ``max_input_chars_per_word``, is one
   ``[UNK]``.
 
-Anything else falls back to ``tokenizers`` itself: text with a non-ASCII
-character (NFD, CJK and Unicode categories live in its tables, not ours), text
-that holds a special token such as ``[SEP]`` (matched before normalisation),
-and any tokenizer.json that is not this exact BERT recipe. tests/test_wordpiece.py
-checks the ids against ``tokenizers`` on fuzzed text, and bench/tokenise.py on
-every RouterBench prompt.
+A chunk of text between ASCII whitespace that holds a non-ASCII character
+goes to ``tokenizers`` itself (NFD, CJK and Unicode categories live in its
+tables, not ours), one chunk at a time with a bounded cache of ids; the kernel
+runs over the UTF-8 bytes, leaves a placeholder for each such chunk, and
+everything around them still takes the Numba path. That is exact because a
+chunk's ids never depend on its neighbours: ASCII space, tab, newline and
+carriage return always separate words and never join with what is around
+them (see ``_truncation``'s cut points). Text that holds a special token such
+as ``[SEP]`` (matched before normalisation), and any tokenizer.json that is not
+this exact BERT recipe, use ``tokenizers`` for the whole text.
+tests/test_wordpiece.py checks the ids against ``tokenizers`` on fuzzed text,
+and bench/static_speed.py on every RouterBench prompt.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +52,17 @@ _WORD_ROOT, _PIECE_ROOT = 0, 1  # "##" pieces hang from their own root
 # charmap[byte] = (class, value)
 _LETTER, _PUNCT, _SPACE, _DROP = 0, 1, 2, 3
 
-_SIG = types.int64(
-    types.Array(types.uint8, 1, "C", readonly=True),  # text, ASCII bytes
+MAX_ESCAPES = 4096  # non-ASCII chunks per text; beyond, tokenizers takes the whole text
+WORD_CACHE_SIZE = 65_536  # non-ASCII chunks remembered; cleared when full
+
+_SIG = types.UniTuple(types.int64, 2)(
+    types.Array(types.uint8, 1, "C", readonly=True),  # text, UTF-8
     types.Array(types.int32, 2, "C", readonly=True),  # trie
     types.Array(types.int32, 2, "C", readonly=True),  # charmap
     types.int64,  # unk id
     types.int64,  # max chars per word
     types.Array(types.int32, 1, "C"),  # out ids (capacity >= len(text))
+    types.Array(types.int64, 2, "C"),  # out escapes: (start, end) byte spans
 )
 
 
@@ -90,37 +100,65 @@ def _word(
 
 
 @njit(_SIG, cache=True, nogil=True)
-def ascii_ids(
+def utf8_ids(
     text: npt.NDArray[np.uint8],
     trie: I32Array,
     charmap: I32Array,
     unk: int,
     max_chars: int,
     out: I32Array,
-) -> int:
-    """Writes the WordPiece ids of ASCII ``text`` to ``out``; returns how many (-1: not ASCII)."""
+    escapes: npt.NDArray[np.int64],
+) -> tuple[int, int]:
+    """WordPiece ids of UTF-8 ``text`` into ``out``: returns (ids written, escapes written).
+
+    A chunk between ASCII whitespace that holds a non-ASCII byte is not
+    tokenised here: it is written as the id ``-1 - j`` with its byte span in
+    ``escapes[j]``, for the caller to fill in. Escapes beyond
+    ``escapes.shape[0]`` give (-1, -1): tokenise the whole text elsewhere.
+    """
     n = 0
-    length = 0
-    word = np.empty(text.shape[0], dtype=np.int32)
-    for b in text:
-        if b >= 128:
-            return -1
-        kind = charmap[b, 0]
-        if kind == _LETTER:
-            word[length] = charmap[b, 1]
-            length += 1
-        elif kind == _DROP:
+    n_escapes = 0
+    size = text.shape[0]
+    word = np.empty(size, dtype=np.int32)
+    pos = 0
+    while pos < size:
+        kind = charmap[text[pos], 0] if text[pos] < 128 else _LETTER
+        if kind == _SPACE:
+            pos += 1
             continue
-        else:
-            if length:
-                n = _word(word, length, trie, unk, max_chars, out, n)
-                length = 0
-            if kind == _PUNCT:
+        end = pos  # the chunk: up to the next ASCII whitespace
+        ascii_only = True
+        while end < size and (text[end] >= 128 or charmap[text[end], 0] != _SPACE):
+            if text[end] >= 128:
+                ascii_only = False
+            end += 1
+        if not ascii_only:
+            if n_escapes >= escapes.shape[0]:
+                return -1, -1
+            escapes[n_escapes, 0] = pos
+            escapes[n_escapes, 1] = end
+            out[n] = -1 - n_escapes
+            n += 1
+            n_escapes += 1
+            pos = end
+            continue
+        length = 0
+        for i in range(pos, end):
+            b = text[i]
+            kind = charmap[b, 0]
+            if kind == _LETTER:
+                word[length] = charmap[b, 1]
+                length += 1
+            elif kind == _PUNCT:
+                if length:
+                    n = _word(word, length, trie, unk, max_chars, out, n)
+                    length = 0
                 out[n] = charmap[b, 1]
                 n += 1
-    if length:
-        n = _word(word, length, trie, unk, max_chars, out, n)
-    return n
+        if length:
+            n = _word(word, length, trie, unk, max_chars, out, n)
+        pos = end
+    return n, n_escapes
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,6 +177,9 @@ class WordPiece:
     unk: int
     max_chars: int
     specials: tuple[str, ...]
+    # Non-ASCII word -> its ids. Bounded (cleared when full); dict reads and
+    # writes are atomic under the GIL, and a lost write only costs a re-encode.
+    _words: dict[str, I32Array] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_file(cls, path: Path) -> WordPiece:
@@ -167,12 +208,38 @@ class WordPiece:
         return self.trie is not None
 
     def ids(self, text: str) -> I32Array:
-        if self.trie is not None and text.isascii() and not self._has_special(text):
-            raw = text.encode("ascii")
-            out = np.empty(len(raw), dtype=np.int32)
-            n = ascii_ids(np.frombuffer(raw, np.uint8), self.trie, self.charmap, self.unk,
-                          self.max_chars, out)  # fmt: skip
+        if self.trie is None or self._has_special(text):
+            return self._encoded(text)
+        raw = text.encode("utf-8")
+        out = np.empty(len(raw), dtype=np.int32)
+        escapes = np.empty((min(len(raw) // 2 + 1, MAX_ESCAPES), 2), dtype=np.int64)
+        n, n_escapes = utf8_ids(np.frombuffer(raw, np.uint8), self.trie, self.charmap, self.unk,
+                                self.max_chars, out, escapes)  # fmt: skip
+        if n_escapes == 0:
             return out[:n]
+        if n_escapes < 0:
+            return self._encoded(text)
+        ids = out[:n]
+        pieces = []
+        previous = 0
+        for j, hole in enumerate(np.flatnonzero(ids < 0).tolist()):
+            pieces.append(ids[previous:hole])
+            pieces.append(self._word(raw[escapes[j, 0] : escapes[j, 1]].decode("utf-8")))
+            previous = hole + 1
+        pieces.append(ids[previous:])
+        return np.concatenate(pieces)
+
+    def _word(self, word: str) -> I32Array:
+        ids = self._words.get(word)
+        if ids is None:
+            ids = self._encoded(word)
+            ids.flags.writeable = False
+            if len(self._words) >= WORD_CACHE_SIZE:
+                self._words.clear()
+            self._words[word] = ids
+        return ids
+
+    def _encoded(self, text: str) -> I32Array:
         encoding = self.tokenizer.encode(text, add_special_tokens=False)
         return np.asarray(encoding.ids, dtype=np.int32)
 

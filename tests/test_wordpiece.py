@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from sidecar._wordpiece import WordPiece, ascii_ids
+from sidecar._wordpiece import WordPiece, utf8_ids
 
 
 @pytest.fixture(scope="module")
@@ -104,14 +104,27 @@ def test_edge_cases(wordpiece: WordPiece, reference: Tokenizer, text: str) -> No
     assert wordpiece.ids(text).tolist() == ref_ids(reference, text)
 
 
-def test_the_fast_path_runs_for_ascii_only(wordpiece: WordPiece) -> None:
-    out = np.empty(16, np.int32)
-    raw = np.frombuffer(b"hello world", np.uint8)
-    n = ascii_ids(raw, wordpiece.trie, wordpiece.charmap, wordpiece.unk, wordpiece.max_chars, out)
-    assert n == 2
-    raw = np.frombuffer("café".encode(), np.uint8)
-    n = ascii_ids(raw, wordpiece.trie, wordpiece.charmap, wordpiece.unk, wordpiece.max_chars, out)
-    assert n == -1  # not ASCII: the caller falls back to tokenizers
+def test_non_ascii_chunks_are_escaped_to_the_caller(wordpiece: WordPiece) -> None:
+    out = np.empty(64, np.int32)
+    escapes = np.empty((8, 2), np.int64)
+    args = (wordpiece.trie, wordpiece.charmap, wordpiece.unk, wordpiece.max_chars, out, escapes)
+    raw = b"hello world"
+    assert utf8_ids(np.frombuffer(raw, np.uint8), *args) == (2, 0)
+    raw = "un café, s'il vous plaît".encode()
+    n, k = utf8_ids(np.frombuffer(raw, np.uint8), *args)
+    assert k == 2 and (out[:n] < 0).sum() == 2
+    assert [raw[s:e].decode() for s, e in escapes[:k]] == ["café,", "plaît"]
+    tiny = np.empty((1, 2), np.int64)
+    assert utf8_ids(np.frombuffer(raw, np.uint8), *args[:-1], tiny) == (-1, -1)
+    assert wordpiece.ids("un café, s'il vous plaît").size > 0
+
+
+def test_the_word_cache_is_bounded(tokenizer_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sidecar._wordpiece.WORD_CACHE_SIZE", 3)
+    wp = WordPiece.from_file(tokenizer_path)
+    for word in ("é", "ü", "ñ", "ø", "å"):
+        wp.ids(f"a {word} b")
+    assert len(wp._words) <= 3
 
 
 def test_an_unfamiliar_tokenizer_uses_tokenizers_only(tokenizer_path: Path, tmp_path: Path) -> None:
