@@ -1,0 +1,230 @@
+"""Route over gRPC with the static embedder: latency against an empty RPC, threading models,
+throughput against int8 MiniLM, and peak memory.
+
+Three real servers in one run, each with 11 synthetic models on its starter
+clustering:
+
+* ``static``: `sidecar serve --embedder var/embedder-static` (the product:
+  gRPC's sync server, each call handed to a worker thread);
+* ``static-aio``: the same sidecar built by ``build()`` but served by
+  ``grpc.aio`` with Route answered in the event-loop thread, no hand-off
+  (bench/_aio_server.py);
+* ``minilm``: `sidecar serve` with the default int8 MiniLM.
+
+Latency: one client, Route at 20 and 200 words and an empty RPC (health Check)
+to the same server, interleaved round by round. Goal: static Route p50 <=
+empty-RPC p50 + 0.1 ms at 20 and 200 words. Throughput: 32 closed-loop caller
+threads on the 2 cores (the callers share them with the server), static against
+MiniLM; goal >= 10x. Memory: peak RSS (VmHWM) of the serving static sidecar
+after the load; goal <= 150 MB.
+
+    python -m bench.static_serving [--rounds 10] [--per-round 100] [--seconds 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from uniroute.v1 import router_pb2_grpc
+
+from bench._common import (
+    add_time_limit,
+    guarded,
+    record,
+    sidecar_process,
+    spawn,
+    stop,
+    summarise_ms,
+    verdict,
+)
+from bench.route_latency import cycle, prompts, register_synthetic_models, route_call, timed
+from bench.startup import status_kb
+from bench.throughput import drive
+from sidecar._export_static import default_static_dir
+from sidecar._readiness import FAST_RECONNECT, free_port, wait_serving
+
+SIZES = (20, 200)
+SLACK_MS = 0.1
+GOAL_THROUGHPUT = 10.0
+GOAL_RSS_MB = 150.0
+CALLERS = 32
+TIME_LIMIT_S = 20 * 60
+
+
+@contextmanager
+def aio_process(workdir: Path, name: str) -> Iterator[tuple[str, int]]:
+    address = f"127.0.0.1:{free_port()}"
+    log_path = workdir / f"{name}.log"
+    db, embedder = str(workdir / f"{name}.db"), str(default_static_dir())
+    command = [sys.executable, "-m", "bench._aio_server", "--listen", address,
+               "--db", db, "--embedder", embedder]  # fmt: skip
+    with log_path.open("wb") as log:
+        process = spawn(command, log=log, name=name)
+        try:
+            with grpc.insecure_channel(address, options=FAST_RECONNECT) as channel:
+                wait_serving(channel, timeout=120, process=process, log=log_path, name=name)
+            yield address, process.pid
+        finally:
+            stop(process)
+
+
+def pid_of(address: str, workdir: Path, name: str) -> int:
+    """The server's pid, from /proc: the process listening with our --db."""
+    db = str(workdir / f"{name}.db")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if db.encode() in cmdline and address.encode() in cmdline:
+                return int(entry.name)
+    raise RuntimeError(f"no process serves {address}")
+
+
+def latency(
+    servers: dict[str, str], rounds: int, per_round: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    texts = {n: prompts(n, 500, seed=n) for n in SIZES}
+    samples: dict[str, dict[str, list[float]]] = {s: {} for s in servers}
+    with ExitStack() as stack:
+        calls = {}
+        for name, address in servers.items():
+            channel = stack.enter_context(grpc.insecure_channel(address))
+            router = router_pb2_grpc.RouterStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+            check = health_pb2.HealthCheckRequest()
+            calls[name] = {
+                "empty": lambda h=health, c=check: h.Check(c),
+                **{f"route@{n}": route_call(router, cycle(texts[n])) for n in SIZES},
+            }
+            for fn in calls[name].values():  # warm every path
+                timed(fn, 20)
+        for _ in range(rounds):
+            for name, series in calls.items():
+                for label, fn in series.items():
+                    samples[name].setdefault(label, []).extend(timed(fn, per_round))
+    return {s: {label: summarise_ms(v) for label, v in d.items()} for s, d in samples.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.static_serving", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--per-round", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per throughput run")
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 40, 2 s runs")
+    add_time_limit(parser, TIME_LIMIT_S)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.per_round, args.seconds = 3, 40, 2.0
+    with guarded(args.time_limit, "bench.static_serving"):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    static_dir = str(default_static_dir())
+    with tempfile.TemporaryDirectory(prefix="bench-static-serving-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        static = stack.enter_context(sidecar_process(work, "static", "--embedder", static_dir))
+        aio, aio_pid = stack.enter_context(aio_process(work, "static-aio"))
+        minilm = stack.enter_context(sidecar_process(work, "minilm"))
+        for address in (static, aio, minilm):
+            with grpc.insecure_channel(address) as channel:
+                register_synthetic_models(channel)
+        pids = {"static": pid_of(static, work, "static"), "static-aio": aio_pid,
+                "minilm": pid_of(minilm, work, "minilm")}  # fmt: skip
+        lat = latency({"static": static, "static-aio": aio}, args.rounds, args.per_round)
+        texts = prompts(20, 2000, seed=7)
+        throughput = {}
+        for name, address in (("static", static), ("static-aio", aio), ("minilm", minilm)):
+            done = drive(address, CALLERS, args.seconds, texts)
+            throughput[name] = {"routes": len(done), "per_s": len(done) / args.seconds,
+                                **summarise_ms(done)}  # fmt: skip
+        memory = {name: status_kb(pid) for name, pid in pids.items()}
+    markdown, data = report(lat, throughput, memory, args)
+    record("static_serving", data, markdown)
+    return 0
+
+
+def report(
+    lat: dict[str, Any], throughput: dict[str, Any], memory: dict[str, Any], args: Any
+) -> tuple[str, dict[str, Any]]:
+    goals: dict[str, Any] = {}
+    lines = [
+        f"{args.rounds} rounds x {args.per_round} calls per series, one client, interleaved; "
+        "prompts of random words (bench/route_latency.py's); 11 models on each embedder's "
+        "starter clustering (K = 12). p50 (p90) in ms.",
+        "",
+        "| server | empty RPC | "
+        + " | ".join(f"Route, {n} words" for n in SIZES)
+        + " | "
+        + " | ".join(f"Route − empty, {n} words" for n in SIZES)
+        + " |",
+        "|---|---|" + "---|" * (2 * len(SIZES)),
+    ]
+    for name, series in lat.items():
+        empty = series["empty"]["p50"]
+        cells = [f"{series[f'route@{n}']['p50']:.3f} ({series[f'route@{n}']['p90']:.3f})"
+                 for n in SIZES]  # fmt: skip
+        over = [series[f"route@{n}"]["p50"] - empty for n in SIZES]
+        lines.append(
+            f"| {name} | {empty:.3f} ({series['empty']['p90']:.3f}) | "
+            + " | ".join(cells)
+            + " | "
+            + " | ".join(f"{o:+.3f}" for o in over)
+            + " |"
+        )
+        for n, o in zip(SIZES, over, strict=True):
+            goals[f"{name}_route_{n}"] = {"over_empty_ms": o, "pass": o <= SLACK_MS}
+    ratio = throughput["static"]["per_s"] / throughput["minilm"]["per_s"]
+    best = max(("static", "static-aio"), key=lambda s: throughput[s]["per_s"])
+    goals["throughput_ratio"] = {"ratio": ratio, "pass": ratio >= GOAL_THROUGHPUT}
+    rss_mb = memory["static"]["VmHWM"] * 1024 / 1e6
+    goals["static_peak_rss_mb"] = {"mb": rss_mb, "pass": rss_mb <= GOAL_RSS_MB}
+    lines += [
+        "",
+        f"Throughput, {CALLERS} closed-loop callers for {args.seconds:g} s each (client threads "
+        "share the 2 cores with the server):",
+        "",
+        "| server | Routes/s | p50 ms | p99 ms |",
+        "|---|---|---|---|",
+    ]
+    for name, t in throughput.items():
+        lines.append(f"| {name} | {t['per_s']:.0f} | {t['p50']:.2f} | {t['p99']:.2f} |")
+    lines += [
+        "",
+        "Peak RSS (VmHWM) after the load, MB: "
+        + ", ".join(f"{n} {m['VmHWM'] * 1024 / 1e6:.0f}" for n, m in memory.items())
+        + ".",
+        "",
+        "Goals:",
+        "",
+    ]
+    for name in lat:
+        for n in SIZES:
+            g = goals[f"{name}_route_{n}"]
+            lines.append(
+                f"- {verdict(g['pass'])}: {name} Route p50 − empty RPC p50 at {n} words is "
+                f"{g['over_empty_ms']:+.3f} ms (goal ≤ +{SLACK_MS} ms)"
+            )
+    lines += [
+        f"- {verdict(goals['throughput_ratio']['pass'])}: static / int8 MiniLM Routes/s with "
+        f"{CALLERS} callers is {ratio:.1f}x (goal ≥ {GOAL_THROUGHPUT:.0f}x; the aio server "
+        f"{throughput['static-aio']['per_s'] / throughput['minilm']['per_s']:.1f}x; best: {best})",
+        f"- {verdict(goals['static_peak_rss_mb']['pass'])}: peak RSS of the serving static "
+        f"sidecar {rss_mb:.0f} MB (goal ≤ {GOAL_RSS_MB:.0f} MB)",
+    ]
+    data = {"latency_ms": lat, "throughput": throughput, "memory_kb": memory, "goals": goals}
+    return "\n".join(lines), data
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
