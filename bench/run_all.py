@@ -58,6 +58,11 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         ["--followers", "3", "--registrations", "30"],
     ),
     ("bench.quality", [], ["--quick"]),
+    # The static embedder (issue 10): in process, over gRPC, against a peer, quality.
+    ("bench.static_speed", [], ["--quick"]),
+    ("bench.static_serving", [], ["--quick"]),
+    ("bench.peer", [], ["--quick"]),
+    ("bench.quality_static", [], ["--quick"]),
 ]
 TIMEOUT_S = {"full": 45 * 60, "quick": 5 * 60}
 STOP_GRACE_S = 30.0  # after SIGTERM, how long a bench gets before SIGKILL
