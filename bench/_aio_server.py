@@ -37,14 +37,14 @@ def _inline(method: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
 
 class InlineRouter(router_pb2_grpc.RouterServicer):
     def __init__(self, sync: RouterServicer) -> None:
-        self.Route = _inline(sync.Route)  # type: ignore[method-assign]
-        self.RouteBatch = _inline(sync.RouteBatch)  # type: ignore[method-assign]
+        self.Route = _inline(sync.Route)
+        self.RouteBatch = _inline(sync.RouteBatch)
 
 
 class InlineRegistry(registry_pb2_grpc.RegistryServicer):
     def __init__(self, sync: RegistryServicer) -> None:
-        self.RegisterModel = _inline(sync.RegisterModel)  # type: ignore[method-assign]
-        self.GetStatus = _inline(sync.GetStatus)  # type: ignore[method-assign]
+        self.RegisterModel = _inline(sync.RegisterModel)
+        self.GetStatus = _inline(sync.GetStatus)
 
 
 async def serve(listen: str, db: Path, embedder: Path) -> None:

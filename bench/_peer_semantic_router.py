@@ -19,10 +19,10 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     job = json.load(sys.stdin)
-    import semantic_router
+    import semantic_router  # type: ignore[import-not-found]
     import torch
     from semantic_router import IndexedRouter, Route
-    from semantic_router.encoders import HuggingFaceEncoder
+    from semantic_router.encoders import HuggingFaceEncoder  # type: ignore[import-not-found]
 
     encoder = HuggingFaceEncoder(name=job["model"], device="cpu")
     routes = [Route(name=name, utterances=list(u)) for name, u in job["routes"].items()]

@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     lines += ["", "Goals:", ""]
     for lab, g in goals.items():
         lines.append(
-            f"- {verdict(g['pass'])}: semantic-router / static Route at {lab} words is "
+            f"- {verdict(bool(g['pass']))}: semantic-router / static Route at {lab} words is "
             f"{g['ratio']:.1f}x (goal ≥ {GOAL_RATIO:.0f}x)"
         )
     record("peer", {"p50_ms": p50, "ratios": ratios, "goals": goals, "peer": peer["versions"]},

@@ -157,7 +157,7 @@ def paired(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for label, block in a["by_n_val"].items():
         x = np.asarray(block["area"][uni_name(a)]["values"], dtype=np.float64)
         y = np.asarray(b["by_n_val"][label]["area"][uni_name(b)]["values"], dtype=np.float64)
-        stats = summarise(x - y)
+        stats = summarise((x - y).tolist())
         se = stats["std"] / math.sqrt(x.size) if x.size > 1 and stats["std"] else 0.0
         stats["t"] = float(stats["mean"] / se) if se > 0 else None
         out[label] = stats
@@ -204,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
                 ev: Evaluator = Evaluator("head_tail", models, train, test, work)
             else:
                 assert raw is not None or name == "static"
-                embedder = variant(name, shipped, raw if raw is not None else np.empty((0, 0)))
+                empty = np.empty((0, 0), dtype=np.float32)
+                embedder = variant(name, shipped, raw if raw is not None else empty)
                 ev = EmbedderEvaluator(name, embedder, models, train, test, work)
             selection = None
             if args.quick:

@@ -24,9 +24,10 @@ after the load; goal <= 150 MB.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -96,14 +97,14 @@ def latency(
     texts = {n: prompts(n, 500, seed=n) for n in SIZES}
     samples: dict[str, dict[str, list[float]]] = {s: {} for s in servers}
     with ExitStack() as stack:
-        calls = {}
+        calls: dict[str, dict[str, Callable[[], object]]] = {}
         for name, address in servers.items():
             channel = stack.enter_context(grpc.insecure_channel(address))
             router = router_pb2_grpc.RouterStub(channel)
             health = health_pb2_grpc.HealthStub(channel)
             check = health_pb2.HealthCheckRequest()
             calls[name] = {
-                "empty": lambda h=health, c=check: h.Check(c),
+                "empty": functools.partial(health.Check, check),
                 **{f"route@{n}": route_call(router, cycle(texts[n])) for n in SIZES},
             }
             for fn in calls[name].values():  # warm every path

@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     lines += ["", "Goals (p50):", ""]
     for key, g in goals.items():
         lines.append(
-            f"- {verdict(g['pass'])}: {key} words {g['p50_us']:.1f} µs "
+            f"- {verdict(bool(g['pass']))}: {key} words {g['p50_us']:.1f} µs "
             f"(goal ≤ {g['goal_us']:.0f} µs)"
         )
     if identity is None:

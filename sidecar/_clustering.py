@@ -5,11 +5,21 @@ overfit) and then frozen into a content-addressed artifact. Its version is a
 hash of everything that changes routing, so two sidecars that report the same
 version route identically.
 
+Two kinds of map (``map_kind``): **kmeans**, the nearest centroid (one-hot Φ),
+and **learned**, a LearnedMap (``_learned_map`` trains it) that assigns softly,
+Φ_k(x) = softmax_k(θ_k·x + b_k). A learned clustering keeps the K-means
+centroids it was initialised from (they fix K and D) and carries θ, b and each
+S_val item's weights Φ(item), so a registry recomputes Ψ without an embedder.
+An item's hard cluster is then its most likely one (argmax Φ).
+
 The artifact is one file, ``clustering.json`` (format "uniroute.clustering/2"),
 with the centroids embedded as base64 of little-endian float32, replaced with
 one ``os.replace``: a reader sees the old artifact or the new one, never half
 of each. The two-file format "uniroute.clustering/1" (``clustering.json`` plus
-``centroids.npy``) is still read; a save over it leaves the one file.
+``centroids.npy``) is still read; a save over it leaves the one file. A
+learned map adds a ``map`` section (θ, b and the items' weights, base64 of
+little-endian float32); a file without one is K-means, so every K-means
+artifact, and its version, is exactly what it was before LearnedMaps existed.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ._errors import ArtifactError, EmbedderMismatch, InvalidArgument
+from ._profiles import Assignment
 
 ARTIFACT_FORMAT = "uniroute.clustering/2"
 LEGACY_FORMAT = "uniroute.clustering/1"  # read only: clustering.json + centroids.npy
@@ -38,10 +49,48 @@ CENTROIDS_NAME = "centroids.npy"  # format 1 only
 _VERSION_DOMAIN = "uniroute.clustering/1"
 _CENTROIDS_DTYPE = "<f4"
 
+MAP_KMEANS = "kmeans"
+MAP_LEARNED = "learned"
+MAP_KINDS = (MAP_KMEANS, MAP_LEARNED)
+
+
+@dataclass(frozen=True, eq=False)
+class LearnedMap:
+    """Φ_k(x) = softmax_k(θ_k·x + b_k) and the S_val items' weights under it.
+
+    Everything is float32: θ (K, D) with the temperature folded in, b (K,), and
+    ``item_weights`` (n_val, K), rows in the clustering's item order, each a
+    probability vector. ``check`` raises ValueError on anything malformed.
+    """
+
+    theta: np.ndarray
+    bias: np.ndarray
+    item_weights: np.ndarray
+
+    def check(self, k: int, dim: int, n_items: int) -> None:
+        if self.theta.shape != (k, dim):
+            raise ValueError(f"theta must be K x D = {k} x {dim}, got {self.theta.shape}")
+        if self.bias.shape != (k,):
+            raise ValueError(f"bias must have K = {k} entries, got {self.bias.shape}")
+        if self.item_weights.shape != (n_items, k):
+            raise ValueError(
+                f"item weights must be n_val x K = {n_items} x {k}, got {self.item_weights.shape}"
+            )
+        for name in ("theta", "bias", "item_weights"):
+            if not np.all(np.isfinite(getattr(self, name))):
+                raise ValueError(f"{name} must be finite")
+        w = self.item_weights
+        if w.size and (w.min() < 0.0 or np.abs(w.sum(axis=1) - 1.0).max() > 1e-3):
+            raise ValueError("each item's weights must be >= 0 and sum to 1")
+
 
 @dataclass(frozen=True)
 class Clustering:
-    """An immutable clustering: unit-norm float32 centroids and the S_val assignment."""
+    """An immutable clustering: unit-norm float32 centroids and the S_val assignment.
+
+    ``learned`` is None for K-means; for a LearnedMap it holds θ, b and the
+    items' soft weights, and ``item_clusters`` is each item's argmax.
+    """
 
     centroids: np.ndarray  # float32 (K, D), C-contiguous, rows L2-normalised
     embedder_fingerprint: str
@@ -49,10 +98,19 @@ class Clustering:
     item_clusters: np.ndarray  # int64 (n_val,)
     info: dict[str, object] = field(default_factory=dict, compare=False)
     version: str = ""
+    learned: LearnedMap | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        if self.learned is not None:
+            self.learned.check(self.k, self.dim, len(self.item_ids))
+            if not np.array_equal(self.item_clusters, hard_clusters(self.learned.item_weights)):
+                raise ValueError("a learned clustering's item clusters must be argmax of weights")
         if not self.version:
             object.__setattr__(self, "version", self.compute_version())
+
+    @property
+    def map_kind(self) -> str:
+        return MAP_KMEANS if self.learned is None else MAP_LEARNED
 
     @property
     def k(self) -> int:
@@ -68,8 +126,24 @@ class Clustering:
     def cluster_counts(self) -> np.ndarray:
         return np.bincount(self.item_clusters, minlength=self.k).astype(np.int64)
 
+    def assignment(self) -> Assignment:
+        """The items' clusters (and soft weights under a LearnedMap), for computing Ψ."""
+        if self.learned is None:
+            return Assignment(self.k, self.item_cluster_map())
+        return Assignment(
+            self.k, self.item_cluster_map(), self.learned.item_weights, self.item_rows()
+        )
+
+    def item_rows(self) -> dict[str, int]:
+        """Item id -> its row in ``item_ids`` (and in a LearnedMap's ``item_weights``)."""
+        return {item: row for row, item in enumerate(self.item_ids)}
+
     def compute_version(self) -> str:
-        """Hashes centroids, fingerprint and assignment: what makes two routers agree."""
+        """Hashes centroids, fingerprint and assignment: what makes two routers agree.
+
+        A LearnedMap appends its kind, θ, b and the items' weights (rows in
+        item-id order, like the assignment), so a K-means version never changes.
+        """
         h = hashlib.sha256()
         h.update(_VERSION_DOMAIN.encode())
         h.update(np.asarray(self.centroids.shape, dtype="<i8").tobytes())
@@ -77,6 +151,13 @@ class Clustering:
         h.update(self.embedder_fingerprint.encode())
         assignment = sorted(zip(self.item_ids, (int(c) for c in self.item_clusters), strict=True))
         h.update(json.dumps(assignment, separators=(",", ":")).encode())
+        if self.learned is not None:
+            order = sorted(range(len(self.item_ids)), key=self.item_ids.__getitem__)
+            h.update(MAP_LEARNED.encode())
+            h.update(np.ascontiguousarray(self.learned.theta, dtype="<f4").tobytes())
+            h.update(np.ascontiguousarray(self.learned.bias, dtype="<f4").tobytes())
+            weights = np.asarray(self.learned.item_weights, dtype="<f4").reshape(-1, self.k)
+            h.update(np.ascontiguousarray(weights[order]).tobytes())
         return h.hexdigest()[:20]
 
 
@@ -91,6 +172,29 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 def assign(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """Nearest centroid by dot product, first index on ties: the same rule Route applies."""
     return np.argmax(vectors @ centroids.T, axis=1).astype(np.int64)
+
+
+def soft_assign(vectors: np.ndarray, theta: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """A LearnedMap's Φ for each row: softmax_k(θ_k·x + b_k), float64 (n, K)."""
+    logits = np.asarray(vectors, dtype=np.float64) @ np.asarray(theta, dtype=np.float64).T
+    logits += np.asarray(bias, dtype=np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    weights = np.exp(logits)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return weights
+
+
+def hard_clusters(weights: np.ndarray) -> np.ndarray:
+    """Each row's most likely cluster (first on ties): a soft item's cluster for counts."""
+    return np.argmax(np.asarray(weights), axis=1).astype(np.int64).reshape(-1)
+
+
+def learned_map(theta: np.ndarray, bias: np.ndarray, val_vectors: np.ndarray) -> LearnedMap:
+    """θ and b as stored (float32) and the S_val items' weights computed from exactly those."""
+    theta32 = np.ascontiguousarray(theta, dtype=np.float32)
+    bias32 = np.ascontiguousarray(bias, dtype=np.float32)
+    weights = soft_assign(normalize_rows(val_vectors), theta32, bias32)
+    return LearnedMap(theta32, bias32, np.ascontiguousarray(weights, dtype=np.float32))
 
 
 def fit_clustering(
@@ -163,6 +267,8 @@ def save_clustering(clustering: Clustering, out_dir: Path) -> None:
             ],
         },
     }
+    if clustering.learned is not None:
+        manifest["map"] = map_section(clustering.learned)
     text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
     _atomic_write(out_dir / MANIFEST_NAME, lambda f: f.write(text.encode()))
     (out_dir / CENTROIDS_NAME).unlink(missing_ok=True)
@@ -190,10 +296,11 @@ def load_clustering(path: Path) -> Clustering:
             item_ids=tuple(str(i) for i, _ in items),
             item_clusters=np.asarray([int(c) for _, c in items], dtype=np.int64),
             info=dict(manifest.get("info", {})),
+            learned=map_from_section(manifest.get("map")),
         )
     except ArtifactError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise ArtifactError(
             f"cannot read clustering artifact at {path}: {exc}. Re-create it with `sidecar fit`."
         ) from exc
@@ -209,17 +316,74 @@ def load_clustering(path: Path) -> Clustering:
     return clustering
 
 
-def _decode_centroids(spec: object) -> np.ndarray:
-    """The embedded centroids of a format-2 artifact; ValueError/KeyError/TypeError if malformed."""
+def _decode_centroids(spec: object, what: str = "centroids") -> np.ndarray:
+    """An embedded float32 array of a format-2 artifact; ValueError/KeyError/TypeError if bad."""
     if not isinstance(spec, dict):
-        raise TypeError(f"'centroids' must be an object, got {type(spec).__name__}")
+        raise TypeError(f"{what!r} must be an object, got {type(spec).__name__}")
     if spec["dtype"] != _CENTROIDS_DTYPE:
-        raise ValueError(f"centroids dtype {spec['dtype']!r} is not {_CENTROIDS_DTYPE!r}")
+        raise ValueError(f"{what} dtype {spec['dtype']!r} is not {_CENTROIDS_DTYPE!r}")
     shape = spec["shape"]
     if not (isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)):
-        raise ValueError(f"centroids shape {shape!r} is not a list of sizes")
+        raise ValueError(f"{what} shape {shape!r} is not a list of sizes")
     data = base64.b64decode(spec["base64"], validate=True)
     return np.frombuffer(data, dtype=_CENTROIDS_DTYPE).reshape(shape)
+
+
+def _encode_array(array: np.ndarray) -> dict[str, object]:
+    data = np.ascontiguousarray(array, dtype=_CENTROIDS_DTYPE)
+    return {
+        "dtype": _CENTROIDS_DTYPE,
+        "shape": list(data.shape),
+        "base64": base64.b64encode(data.tobytes()).decode("ascii"),
+    }
+
+
+def map_section(learned: LearnedMap) -> dict[str, object]:
+    """A LearnedMap as JSON: the artifact's ``map`` section, and what the stores keep."""
+    return {
+        "kind": MAP_LEARNED,
+        "theta": _encode_array(learned.theta),
+        "bias": _encode_array(learned.bias),
+        "item_weights": _encode_array(learned.item_weights),
+    }
+
+
+def map_from_section(section: object) -> LearnedMap | None:
+    """The inverse of ``map_section``; None (K-means) when absent or of kind "kmeans".
+
+    Shapes are checked when the Clustering is built; malformed input raises
+    ValueError, KeyError or TypeError like the rest of an artifact.
+    """
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise TypeError(f"'map' must be an object, got {type(section).__name__}")
+    kind = section.get("kind")
+    if kind == MAP_KMEANS:
+        return None
+    if kind != MAP_LEARNED:
+        raise ValueError(f"unknown map kind {kind!r}, expected one of {MAP_KINDS}")
+    return LearnedMap(
+        theta=np.ascontiguousarray(_decode_centroids(section["theta"], "theta"), np.float32),
+        bias=np.ascontiguousarray(_decode_centroids(section["bias"], "bias"), np.float32),
+        item_weights=np.ascontiguousarray(
+            _decode_centroids(section["item_weights"], "item_weights"), np.float32
+        ),
+    )
+
+
+def map_to_text(clustering: Clustering) -> str:
+    """What a store keeps of the map beyond the centroids: "" for K-means, else JSON.
+
+    Every store calls this and ``map_from_text``, so they share one encoding.
+    """
+    if clustering.learned is None:
+        return ""
+    return json.dumps(map_section(clustering.learned), sort_keys=True)
+
+
+def map_from_text(text: str) -> LearnedMap | None:
+    return map_from_section(json.loads(text)) if text else None
 
 
 def _atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:

@@ -181,6 +181,7 @@ def export_static(
         reference = StaticEmbedder(
             path=staging, manifest=manifest, wordpiece=wordpiece, table=table, weight=weight
         )
+        stored: npt.NDArray[Any]
         if quantize:
             stored, scale = quantise(table)
         else:

@@ -128,3 +128,50 @@ def _text(path: Path, lineno: int, obj: dict[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidArgument(f"{path}:{lineno}: `{key}` must be a non-empty string")
     return value
+
+
+def read_results_dir(directory: Path) -> dict[str, dict[str, float]]:
+    """Training LLMs' results for `fit --train-results`: {file stem: {id: score}}.
+
+    Every ``*.jsonl`` in the folder is one LLM, in the `register --results`
+    format; ids must be unique within a file.
+    """
+    if not directory.is_dir():
+        raise InvalidArgument(f"--train-results {directory} is not a directory")
+    files = sorted(directory.glob("*.jsonl"))
+    if not files:
+        raise InvalidArgument(f"{directory}: no *.jsonl results files (one per training LLM)")
+    out: dict[str, dict[str, float]] = {}
+    for path in files:
+        scores: dict[str, float] = {}
+        for item_id, score in read_results(path):
+            if item_id in scores:
+                raise InvalidArgument(f"{path}: id {item_id!r} appears twice")
+            scores[item_id] = score
+        out[path.stem] = scores
+    return out
+
+
+def read_costs(path: Path) -> dict[str, float]:
+    """`name<TAB>cost[<TAB>anything]` per line (bench.routerbench's costs.tsv) -> {name: cost}.
+
+    A name with '/' is also found under its results-file stem ('/' written as '__').
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"cannot read costs file {path}: {exc}") from exc
+    costs: dict[str, float] = {}
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        try:
+            cost = float(fields[1])
+        except (IndexError, ValueError):
+            raise InvalidArgument(f"{path}:{lineno}: expected `name<TAB>cost`") from None
+        if not (cost >= 0.0 and cost < float("inf")):
+            raise InvalidArgument(f"{path}:{lineno}: cost must be finite and >= 0")
+        costs[fields[0]] = cost
+        costs.setdefault(fields[0].replace("/", "__"), cost)
+    return costs

@@ -1,4 +1,4 @@
-"""Numba kernel for the UniRoute decision rule: one kernel for Route and RouteBatch.
+"""Numba kernels for the UniRoute decision rule: one per map kind, each for Route and RouteBatch.
 
 Routing sits on the request path of every LLM call, so a decision must cost
 about a microsecond, not the ~10 us that the handful of small NumPy calls
@@ -51,9 +51,20 @@ vectorise); every centroid's dot product goes through the same code whatever
 its position and whatever N, so duplicated centroids tie exactly (the first
 index wins) and a row's decision does not depend on the other rows.
 
+``route_soft`` is the same rule under a LearnedMap: row n gets soft weights
+Φ(X[n]) = softmax_k(theta[k]·X[n] + bias[k]) (written to ``out_weights``, float64
+[N, K]), the expected error of model m is e_m = float32(Σ_k Φ_k·psi[m, k]), and
+its score is ``float32(e_m + lams[n] * cost[m] / max_candidate_cost)``: the hard
+score with e_m in place of ``psi[m, c]``, so ``bench.deferral.route_sweep`` over
+the e_m (the kernel's scores at λ = 0) reproduces every decision. The same
+selection, tie and NaN rules apply; ``out_clusters[n]`` is the most likely
+cluster (largest logit, first on ties), or -1 when the logits are not finite.
+The Σ_k runs with reassociation allowed (it vectorises); its order depends only
+on K, so Route and RouteBatch still agree bit for bit.
+
 Compilation happens eagerly at import (explicit signature) and is cached on
-disk (``cache=True``); ``warm_up`` runs the kernel once so a server can call it
-before reporting SERVING.
+disk (``cache=True``); ``warm_up`` runs both kernels once so a server can call
+them before reporting SERVING.
 """
 
 from __future__ import annotations
@@ -62,7 +73,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit, types
 
-__all__ = ["route", "warm_up"]
+__all__ = ["route", "route_soft", "warm_up"]
 
 F32Array = npt.NDArray[np.float32]
 F64Array = npt.NDArray[np.float64]
@@ -76,6 +87,7 @@ _F32_2D = types.Array(types.float32, 2, "C", readonly=True)
 _F64_1D = types.Array(types.float64, 1, "C", readonly=True)
 _BOOL_2D = types.Array(types.boolean, 2, "C", readonly=True)
 _F32_2D_OUT = types.Array(types.float32, 2, "C")
+_F64_2D_OUT = types.Array(types.float64, 2, "C")
 _I64_1D_OUT = types.Array(types.int64, 1, "C")
 
 _SIG_ROUTE = types.void(
@@ -85,6 +97,19 @@ _SIG_ROUTE = types.void(
     _F32_1D,  # cost
     _F64_1D,  # lams
     _BOOL_2D,  # masks
+    _F32_2D_OUT,  # out_scores
+    _I64_1D_OUT,  # out_clusters
+    _I64_1D_OUT,  # out_chosen
+)
+_SIG_ROUTE_SOFT = types.void(
+    _F32_2D,  # X
+    _F32_2D,  # theta
+    _F32_1D,  # bias
+    _F32_2D,  # psi
+    _F32_1D,  # cost
+    _F64_1D,  # lams
+    _BOOL_2D,  # masks
+    _F64_2D_OUT,  # out_weights
     _F32_2D_OUT,  # out_scores
     _I64_1D_OUT,  # out_clusters
     _I64_1D_OUT,  # out_chosen
@@ -217,7 +242,85 @@ def _hard_scores(
             out_scores[m] = np.float32(np.inf)
 
 
-# --------------------------------------------------------------------------- kernel
+@njit(nogil=True)
+def _soft_weights(x: F32Array, theta: F32Array, bias: F32Array, out_w: F64Array) -> int:
+    # Logits through the same _dot4 blocks as _nearest (so a logit does not depend
+    # on its slot), then a max-shifted softmax in float64. Returns the largest
+    # logit's index, or -1 when no logit is finite or a NaN reaches the sum (a
+    # non-finite x makes every logit non-finite; see _nearest).
+    n_clusters = theta.shape[0]
+    last = n_clusters - 1
+    best = -1
+    best_val = -np.inf
+    for k in range(0, n_clusters, 4):
+        k1 = min(k + 1, last)
+        k2 = min(k + 2, last)
+        k3 = min(k + 3, last)
+        v0, v1, v2, v3 = _dot4(x, theta, k, k1, k2, k3)
+        l0 = np.float64(v0) + np.float64(bias[k])
+        l1 = np.float64(v1) + np.float64(bias[k1])
+        l2 = np.float64(v2) + np.float64(bias[k2])
+        l3 = np.float64(v3) + np.float64(bias[k3])
+        out_w[k] = l0
+        out_w[k1] = l1
+        out_w[k2] = l2
+        out_w[k3] = l3
+        if l0 > best_val:
+            best_val = l0
+            best = k
+        if l1 > best_val:
+            best_val = l1
+            best = k1
+        if l2 > best_val:
+            best_val = l2
+            best = k2
+        if l3 > best_val:
+            best_val = l3
+            best = k3
+    if best < 0 or best_val == np.inf:
+        return -1
+    total = 0.0
+    for k in range(n_clusters):
+        w = np.exp(out_w[k] - best_val)
+        out_w[k] = w
+        total += w
+    if not total >= 1.0:  # NaN: some logit was NaN (the best one alone contributes 1)
+        return -1
+    inv = 1.0 / total
+    for k in range(n_clusters):
+        out_w[k] *= inv
+    return best
+
+
+@njit(nogil=True, fastmath={"reassoc", "contract"})
+def _expected_error(psi: F32Array, m: int, w: F64Array) -> np.float32:
+    # Σ_k Φ_k psi[m, k], vectorised; rounded once to float32 like a hard Ψ entry.
+    # No nnan/ninf: a NaN in psi must stay a NaN.
+    e = 0.0
+    for k in range(w.shape[0]):
+        e += w[k] * np.float64(psi[m, k])
+    return np.float32(e)
+
+
+@njit(nogil=True)
+def _soft_scores(
+    psi: F32Array,
+    cost: F32Array,
+    w: F64Array,
+    lam: float,
+    mask: BoolArray,
+    max_cost: float,
+    out_scores: F32Array,
+) -> None:
+    for m in range(psi.shape[0]):
+        if mask[m]:
+            e = _expected_error(psi, m, w)
+            out_scores[m] = np.float32(np.float64(e) + _cost_term(cost[m], lam, max_cost))
+        else:
+            out_scores[m] = np.float32(np.inf)
+
+
+# --------------------------------------------------------------------------- kernels
 
 
 @njit(_SIG_ROUTE, cache=True, nogil=True)
@@ -271,8 +374,64 @@ def route(
         out_chosen[n] = _select(scores, cost, mask)
 
 
+@njit(_SIG_ROUTE_SOFT, cache=True, nogil=True)
+def route_soft(
+    X: F32Array,
+    theta: F32Array,
+    bias: F32Array,
+    psi: F32Array,
+    cost: F32Array,
+    lams: F64Array,
+    masks: BoolArray,
+    out_weights: F64Array,
+    out_scores: F32Array,
+    out_clusters: I64Array,
+    out_chosen: I64Array,
+) -> None:
+    """N decisions under a LearnedMap; ``route``'s contract plus theta float32[K, D],
+    bias float32[K] and out_weights float64[N, K] (the row's Φ; unspecified when
+    out_clusters[n] is -1). See the module docstring for the rule.
+    """
+    n_rows = X.shape[0]
+    n_clusters = theta.shape[0]
+    n_models = psi.shape[0]
+    if n_clusters < 1:
+        raise ValueError("need at least one cluster")
+    if theta.shape[1] != X.shape[1]:
+        raise ValueError("embedding and theta dimensions differ")
+    if bias.shape[0] != n_clusters:
+        raise ValueError("bias must have one entry per cluster")
+    if psi.shape[1] != n_clusters:
+        raise ValueError("psi must have one column per cluster")
+    if cost.shape[0] != n_models:
+        raise ValueError("cost must have one entry per model (row of psi)")
+    if lams.shape[0] != n_rows or masks.shape[0] != n_rows:
+        raise ValueError("lams and masks must have one row per embedding")
+    if masks.shape[1] != n_models:
+        raise ValueError("masks must have one column per model")
+    if out_weights.shape[0] != n_rows or out_weights.shape[1] != n_clusters:
+        raise ValueError("out_weights must be N x K")
+    if out_scores.shape[0] != n_rows or out_scores.shape[1] != n_models:
+        raise ValueError("out_scores must be N x M")
+    if out_clusters.shape[0] != n_rows or out_chosen.shape[0] != n_rows:
+        raise ValueError("out_clusters and out_chosen must have one entry per embedding")
+    for n in range(n_rows):
+        w = out_weights[n]
+        cluster = _soft_weights(X[n], theta, bias, w)
+        out_clusters[n] = cluster
+        scores = out_scores[n]
+        if cluster < 0:
+            scores[:] = np.float32(np.inf)
+            out_chosen[n] = -1
+            continue
+        mask = masks[n]
+        max_cost = _max_candidate_cost(cost, mask)
+        _soft_scores(psi, cost, w, lams[n], mask, max_cost, scores)
+        out_chosen[n] = _select(scores, cost, mask)
+
+
 def warm_up() -> None:
-    """Run the kernel once so cache loading and first-call costs land at start-up.
+    """Run both kernels once so cache loading and first-call costs land at start-up.
 
     Call before reporting SERVING; the first real request then pays only the
     decision itself.
@@ -297,6 +456,25 @@ def warm_up() -> None:
         cost,
         lams[:1],
         masks[:1],
+        out_scores[:1],
+        out_clusters[:1],
+        out_chosen[:1],
+    )
+    bias = np.zeros(n_clusters, dtype=np.float32)
+    weights = np.empty((n_rows, n_clusters), dtype=np.float64)
+    theta = np.ascontiguousarray(centroids * np.float32(10.0))
+    route_soft(
+        X, theta, bias, psi, cost, lams, masks, weights, out_scores, out_clusters, out_chosen
+    )
+    route_soft(
+        X[:1],
+        theta,
+        bias,
+        psi,
+        cost,
+        lams[:1],
+        masks[:1],
+        weights[:1],
         out_scores[:1],
         out_clusters[:1],
         out_chosen[:1],

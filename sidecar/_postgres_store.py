@@ -36,7 +36,7 @@ from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from ._clustering import Clustering
+from ._clustering import Clustering, map_from_text, map_to_text
 from ._errors import (
     AlreadyExists,
     ArtifactError,
@@ -66,7 +66,7 @@ from ._store import ChangeListener, EventRow
 log = logging.getLogger("sidecar.store")
 
 SCHEMA = "uniroute"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: clusterings.learned_map (a LearnedMap's θ, b and item weights)
 CHANNEL = "uniroute_commits"
 _INIT_LOCK = 0x756E69726F757465  # pg_advisory_xact_lock key: two replicas starting at once
 
@@ -122,6 +122,7 @@ _MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY (revision, seq)
         )""",
     ],
+    2: ["ALTER TABLE clusterings ADD COLUMN learned_map TEXT NOT NULL DEFAULT ''"],
 }
 _UPSERT_MODEL = (
     f"INSERT INTO models ({MODEL_COLUMNS}) VALUES ({','.join('%s' for _ in MODEL_FIELDS)}) "
@@ -377,8 +378,8 @@ class _PostgresTransaction:
         cached = self._clusterings.get(version)
         if cached is not None:
             return cached
-        k, dim, fingerprint, blob, info = self._one(
-            "SELECT k, dim, embedder_fingerprint, centroids, info FROM clusterings "
+        k, dim, fingerprint, blob, info, learned = self._one(
+            "SELECT k, dim, embedder_fingerprint, centroids, info, learned_map FROM clusterings "
             "WHERE version = %s",
             (version,),
         )
@@ -395,6 +396,7 @@ class _PostgresTransaction:
             item_clusters=np.asarray([c for _, c in items], dtype=np.int64),
             info=json.loads(info),
             version=version,
+            learned=map_from_text(learned),
         )
         if len(self._clusterings) >= 8:
             self._clusterings.clear()
@@ -409,7 +411,8 @@ class _PostgresTransaction:
             )
         else:
             self._db.execute(
-                "INSERT INTO clusterings VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                "INSERT INTO clusterings (version, k, dim, embedder_fingerprint, centroids, info, "
+                "revision, create_time, learned_map) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     clustering.version,
                     clustering.k,
@@ -419,6 +422,7 @@ class _PostgresTransaction:
                     json.dumps(clustering.info, sort_keys=True),
                     revision,
                     now,
+                    map_to_text(clustering),
                 ),
             )
             with self._db.cursor().copy(

@@ -4,6 +4,10 @@ This is the whole "training" a new model needs under UniRoute, so it lives in
 one small pure module, together with the checks on what a registration
 carries. The registry calls it at registration and when a new clustering
 re-assigns the validation items; stores never compute anything.
+
+Under a K-means map each item counts once, in its cluster. Under a LearnedMap
+each item counts in every cluster with its weight Φ_k(item) (soft counts), and
+the same Laplace smoothing applies to the soft counts.
 """
 
 from __future__ import annotations
@@ -27,16 +31,44 @@ MAX_LABELS = 64
 MAX_LABEL_TEXT = 128
 #: Costs are served as float32; anything larger would become inf and poison every score.
 MAX_COST = 1e30
+#: Under a LearnedMap, a cluster whose items carry less soft mass than this (a
+#: thousandth of an item) has no evidence: it gets the overall error, like an
+#: empty K-means cluster.
+MIN_SOFT_MASS = 1e-3
 
 
 @dataclass(frozen=True)
 class Profile:
-    """Ψ plus the counts behind it, ready to store and publish."""
+    """Ψ plus the counts behind it, ready to store and publish.
+
+    ``validation_counts`` counts each graded item in its hard cluster (under a
+    LearnedMap: its most likely one), so they always sum to ``result_count``.
+    """
 
     error_rates: np.ndarray  # float64 (K,), each in (0, 1) or [0, 1] if explicit
     validation_counts: np.ndarray  # int64 (K,)
     overall_error: float
     result_count: int
+
+
+@dataclass(frozen=True, eq=False)
+class Assignment:
+    """Where the S_val items fall: one cluster each, plus soft weights under a LearnedMap.
+
+    ``weights`` is (n_val, K) with ``rows`` mapping an item id to its row;
+    both None for K-means. Built by ``Clustering.assignment()``.
+    """
+
+    k: int
+    clusters: Mapping[str, int]
+    weights: np.ndarray | None = None
+    rows: Mapping[str, int] | None = None
+
+    def profile(self, scores: Mapping[str, float]) -> Profile:
+        """Ψ of graded scores under this assignment; unknown items are ignored."""
+        if self.weights is None or self.rows is None:
+            return profile_from_results(scores, self.clusters, self.k)
+        return profile_from_soft_results(scores, self.rows, self.weights, self.clusters, self.k)
 
 
 def validate_model_fields(
@@ -76,13 +108,13 @@ class Evidence:
                 f"{len(self.results)} results is over the limit of {MAX_RESULTS} per registration"
             )
 
-    def profile(self, item_clusters: Mapping[str, int], k: int) -> tuple[Profile, dict[str, float]]:
+    def profile(self, assignment: Assignment) -> tuple[Profile, dict[str, float]]:
         """Ψ against a clustering, and the validated per-item scores to keep (none if explicit)."""
         if self.results is None:
             assert self.error_rates is not None
-            return profile_from_rates(self.error_rates, k), {}
-        scores = validate_results(self.results, item_clusters)
-        return profile_from_results(scores, item_clusters, k), scores
+            return profile_from_rates(self.error_rates, assignment.k), {}
+        scores = validate_results(self.results, assignment.clusters)
+        return assignment.profile(scores), scores
 
 
 def validate_results(
@@ -147,6 +179,51 @@ def profile_from_results(
     seen = counts > 0
     rates[seen] = (errors[seen] + LAPLACE_ALPHA) / (counts[seen] + 2.0 * LAPLACE_ALPHA)
     return Profile(rates, counts, overall, n)
+
+
+def profile_from_soft_results(
+    scores: Mapping[str, float],
+    item_rows: Mapping[str, int],
+    weights: np.ndarray,
+    item_clusters: Mapping[str, int],
+    k: int,
+) -> Profile:
+    """Ψ_k = (Σ_i w_ik·err_i + α) / (Σ_i w_ik + 2α) with soft weights w = Φ(item).
+
+    A cluster with less than ``MIN_SOFT_MASS`` of soft count gets the overall
+    error. Counts are the hard ones (each item in its ``item_clusters`` entry).
+    Items absent from ``item_rows`` are ignored, as in ``profile_from_results``.
+    """
+    known = [(item_rows[i], 1.0 - s) for i, s in scores.items() if i in item_rows]
+    rows = np.asarray([r for r, _ in known], dtype=np.int64)
+    errors = np.asarray([e for _, e in known], dtype=np.float64).reshape(-1, 1)
+    w = np.asarray(weights, dtype=np.float64)[rows].reshape(len(known), k)
+    rates, overall = soft_error_rates(w, errors)
+    counts = np.zeros(k, dtype=np.int64)
+    for item_id in scores:
+        if item_id in item_rows:
+            counts[item_clusters[item_id]] += 1
+    return Profile(rates[:, 0], counts, float(overall[0]), len(known))
+
+
+def soft_error_rates(
+    weights: np.ndarray, errors: np.ndarray, known: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ψ (K, L) and the overall errors (L,) of L models at once, from soft counts.
+
+    ``weights`` (n, K) are the items' Φ (one-hot for K-means), ``errors`` (n, L)
+    each model's error per item, ``known`` (n, L) which of those exist (all if
+    None). The one statement of the formula: registration, ``fit -k auto`` and
+    the bench all use it.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    e = np.asarray(errors, dtype=np.float64)
+    m = np.ones_like(e) if known is None else np.asarray(known, dtype=np.float64)
+    e = np.where(m > 0, e, 0.0)
+    overall = (e.sum(axis=0) + LAPLACE_ALPHA) / (m.sum(axis=0) + 2.0 * LAPLACE_ALPHA)
+    mass = w.T @ m  # (K, L)
+    rates = (w.T @ e + LAPLACE_ALPHA) / (mass + 2.0 * LAPLACE_ALPHA)
+    return np.where(mass >= MIN_SOFT_MASS, rates, overall[None, :]), overall
 
 
 def profile_from_rates(error_rates: Sequence[float], k: int) -> Profile:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ._clustering import Clustering
 from ._errors import AlreadyExists, Compacted, FailedPrecondition, InvalidArgument, NotFound
-from ._profiles import Evidence, profile_from_results, validate_model_fields
+from ._profiles import Evidence, validate_model_fields
 from ._records import (
     SOURCE_EXPLICIT,
     SOURCE_RESULTS,
@@ -125,7 +125,7 @@ class Registry:
                     "no clustering is loaded; start the server with --artifact DIR"
                 )
             clustering = active.clustering
-            profile, scores = evidence.profile(clustering.item_cluster_map(), clustering.k)
+            profile, scores = evidence.profile(clustering.assignment())
             existing = txn.model(name)
             if existing is not None and not allow_update:
                 raise AlreadyExists(
@@ -178,7 +178,7 @@ class Registry:
             now = time.time()
             txn.put_clustering(clustering, revision, now)
             txn.append_event(revision, 0, "put", "clustering", clustering.version, None)
-            clusters = clustering.item_cluster_map()
+            assignment = clustering.assignment()
             seq = 1
             for model in txn.models():
                 if model.profile_source == SOURCE_EXPLICIT:
@@ -186,7 +186,7 @@ class Registry:
                     txn.append_event(revision, seq, "delete", "model", model.name, None)
                 else:
                     # Items the new validation set dropped are ignored, not refused.
-                    profile = profile_from_results(txn.results(model.name), clusters, clustering.k)
+                    profile = assignment.profile(txn.results(model.name))
                     record = replace(
                         model,
                         error_rates=profile.error_rates,

@@ -267,10 +267,11 @@ class Router:
         batch: bool,
     ) -> _TokenRows:
         """The misses' token ids, concatenated, with each row's span (-1: row already filled)."""
+        static: Any = self.embedder  # a StaticEmbedder (see _embed)
         pieces = []
         for row, prompt, _ in missing:
             t0 = time.perf_counter()
-            ids = self.embedder.tokens(prompt)
+            ids = static.tokens(prompt)
             times[row].tokenise = time.perf_counter() - t0
             if not ids.size:
                 where = f"requests[{row}]: " if batch else ""
@@ -303,13 +304,14 @@ class Router:
         table, decides every row in the same kernel call (True). False: decide as usual."""
         if pending is None:
             return False
+        static: Any = self.embedder
         decided = getattr(table, "theta", None) is None
         if decided:
-            self.embedder.route_tokens(
+            static.route_tokens(
                 pending.ids, pending.spans, table, lams, masks, vectors, scores, clusters, chosen
             )
         else:  # a soft (LearnedMap) table has its own kernel; embed for it
-            self.embedder.embed_spans(pending.ids, pending.spans, vectors)
+            static.embed_spans(pending.ids, pending.spans, vectors)
         if self.cache is not None:
             for row, _, key in pending.missing:
                 if np.isfinite(vectors[row, 0]):

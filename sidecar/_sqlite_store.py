@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._clustering import Clustering
+from ._clustering import Clustering, map_from_text, map_to_text
 from ._errors import ArtifactError
 from ._records import (
     MODEL_COLUMNS,
@@ -35,7 +35,7 @@ from ._store import ChangeListener, EventRow
 
 log = logging.getLogger("sidecar.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: clusterings.learned_map (a LearnedMap's θ, b and item weights)
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -47,7 +47,8 @@ _SCHEMA = [
         centroids BLOB NOT NULL,
         info TEXT NOT NULL,
         revision INTEGER NOT NULL,
-        create_time REAL NOT NULL
+        create_time REAL NOT NULL,
+        learned_map TEXT NOT NULL DEFAULT ''
     )""",
     """CREATE TABLE IF NOT EXISTS validation_items (
         clustering_version TEXT NOT NULL REFERENCES clusterings(version),
@@ -73,6 +74,10 @@ _SCHEMA = [
         PRIMARY KEY (revision, seq)
     ) WITHOUT ROWID""",
 ]
+#: Statements that bring an existing file from schema version N-1 to N.
+_MIGRATIONS: dict[int, list[str]] = {
+    2: ["ALTER TABLE clusterings ADD COLUMN learned_map TEXT NOT NULL DEFAULT ''"],
+}
 _PLACEHOLDERS = ",".join("?" for _ in MODEL_FIELDS)
 # An upsert, not INSERT OR REPLACE: REPLACE deletes the old row first, and with
 # foreign keys on that would cascade to the model's stored results.
@@ -133,6 +138,11 @@ class SqliteStore:
                     f"registry database {self.path} has schema version {version}, newer than "
                     f"this sidecar supports ({SCHEMA_VERSION}); upgrade the sidecar"
                 )
+            elif int(version) < SCHEMA_VERSION:
+                for step in range(int(version) + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        self._db.execute(statement)
+                txn.set_meta("schema_version", str(SCHEMA_VERSION))
 
     def close(self) -> None:
         with self._lock:
@@ -218,8 +228,9 @@ class _SqliteTransaction:
         return ActiveClustering(self.clustering(version), int(revision), float(created))
 
     def clustering(self, version: str) -> Clustering:
-        k, dim, fingerprint, blob, info = self._db.execute(
-            "SELECT k, dim, embedder_fingerprint, centroids, info FROM clusterings WHERE version=?",
+        k, dim, fingerprint, blob, info, learned = self._db.execute(
+            "SELECT k, dim, embedder_fingerprint, centroids, info, learned_map FROM clusterings "
+            "WHERE version=?",
             (version,),
         ).fetchone()
         items = self._db.execute(
@@ -235,6 +246,7 @@ class _SqliteTransaction:
             item_clusters=np.asarray([c for _, c in items], dtype=np.int64),
             info=json.loads(info),
             version=version,
+            learned=map_from_text(learned),
         )
 
     def put_clustering(self, clustering: Clustering, revision: int, now: float) -> None:
@@ -243,7 +255,8 @@ class _SqliteTransaction:
         ).fetchone()
         if known is None:
             self._db.execute(
-                "INSERT INTO clusterings VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO clusterings (version, k, dim, embedder_fingerprint, centroids, info, "
+                "revision, create_time, learned_map) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     clustering.version,
                     clustering.k,
@@ -253,6 +266,7 @@ class _SqliteTransaction:
                     json.dumps(clustering.info, sort_keys=True),
                     revision,
                     now,
+                    map_to_text(clustering),
                 ),
             )
             self._db.executemany(

@@ -42,12 +42,25 @@ class RoutingTable:
     # Each model's registered labels, row by row (read-only); the data plane reads
     # e.g. the upstream model id from them. Empty mappings when not given.
     labels: tuple[Mapping[str, str], ...] = field(default=(), repr=False)
+    # A LearnedMap's θ float32 (K, D) and b float32 (K,); None for K-means. With
+    # them the router uses the soft kernel (``soft``), else the nearest centroid.
+    theta: np.ndarray | None = field(default=None, repr=False)
+    bias: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # Whatever the caller passed (build() or direct construction), the table
         # keeps frozen copies of its own; a few KB per table build.
         for name in ("centroids", "psi", "costs", "all_candidates"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
+        if (self.theta is None) != (self.bias is None):
+            raise InvalidArgument("a learned map needs both theta and bias")
+        if self.theta is not None and self.bias is not None:
+            theta = np.asarray(self.theta, dtype=np.float32)
+            bias = np.asarray(self.bias, dtype=np.float32)
+            if theta.shape != self.centroids.shape or bias.shape != (self.k,):
+                raise InvalidArgument("theta must be K x D and bias of length K")
+            object.__setattr__(self, "theta", _frozen(theta))
+            object.__setattr__(self, "bias", _frozen(bias))
         object.__setattr__(self, "index", types.MappingProxyType(dict(self.index)))
         labels = self.labels or tuple({} for _ in self.names)
         if len(labels) != len(self.names):
@@ -63,6 +76,8 @@ class RoutingTable:
         embedder_fingerprint: str,
         centroids: np.ndarray,
         models: Iterable[ModelRecord],
+        theta: np.ndarray | None = None,
+        bias: np.ndarray | None = None,
     ) -> RoutingTable:
         models = [m for m in models if m.clustering_version == clustering_version]
         k = int(centroids.shape[0])
@@ -91,6 +106,8 @@ class RoutingTable:
             index={name: i for i, name in enumerate(names)},
             all_candidates=np.ones(len(models), dtype=np.bool_),
             labels=tuple(m.labels for m in models),
+            theta=theta,
+            bias=bias,
         )
 
     @classmethod
@@ -99,17 +116,25 @@ class RoutingTable:
         if snapshot.clustering is None:
             return None
         clustering = snapshot.clustering.clustering
+        learned = clustering.learned
         return cls.build(
             revision=snapshot.revision,
             clustering_version=clustering.version,
             embedder_fingerprint=clustering.embedder_fingerprint,
             centroids=clustering.centroids,
             models=snapshot.models,
+            theta=None if learned is None else learned.theta,
+            bias=None if learned is None else learned.bias,
         )
 
     @property
     def size(self) -> int:
         return len(self.names)
+
+    @property
+    def soft(self) -> bool:
+        """True under a LearnedMap: Φ is a softmax over θ, not the nearest centroid."""
+        return self.theta is not None
 
     @property
     def k(self) -> int:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from ._clustering import Clustering
+from ._clustering import MAP_KMEANS, MAP_LEARNED, Clustering, LearnedMap, hard_clusters
 from ._errors import InvalidArgument
 from ._proto import (
     envoy_base_pb2,
@@ -41,6 +41,7 @@ _PROFILE_SOURCES = {
 _SOURCE_NAMES = {v: k for k, v in _PROFILE_SOURCES.items()}
 _EVENT_TYPES = {"put": registry_pb2.EVENT_TYPE_PUT, "delete": registry_pb2.EVENT_TYPE_DELETE}
 _EVENT_NAMES = {v: k for k, v in _EVENT_TYPES.items()}
+_MAP_KINDS = {MAP_KMEANS: registry_pb2.MAP_KIND_KMEANS, MAP_LEARNED: registry_pb2.MAP_KIND_LEARNED}
 _TIMES = ("create_time", "update_time")
 _PAGE_TOKEN_PREFIX = "v1:"
 
@@ -123,16 +124,55 @@ def page_token_after(token: str) -> str:
 def clustering_spec(
     clustering: Clustering, activated_revision: int = 0
 ) -> registry_pb2.ClusteringSpec:
-    return registry_pb2.ClusteringSpec(
+    spec = registry_pb2.ClusteringSpec(
         activated_revision=activated_revision,
         version=clustering.version,
         embedder_fingerprint=clustering.embedder_fingerprint,
         k=clustering.k,
         dim=clustering.dim,
-        centroids=np.ascontiguousarray(clustering.centroids, dtype="<f4").tobytes(),
+        centroids=_f32_bytes(clustering.centroids),
         validation_item_ids=list(clustering.item_ids),
         validation_clusters=[int(c) for c in clustering.item_clusters],
+        map_kind=_MAP_KINDS[clustering.map_kind],
     )
+    if clustering.learned is not None:
+        spec.theta = _f32_bytes(clustering.learned.theta)
+        spec.bias = _f32_bytes(clustering.learned.bias)
+        spec.validation_weights = _f32_bytes(clustering.learned.item_weights)
+    return spec
+
+
+def _f32_bytes(array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array, dtype="<f4").tobytes()
+
+
+def _f32_array(data: bytes, shape: tuple[int, int] | tuple[int], what: str) -> np.ndarray:
+    """Little-endian float32 bytes of exactly ``shape``, finite, as a native float32 array."""
+    size = int(np.prod(shape))
+    if len(data) != 4 * size:
+        raise InvalidArgument(f"{what} must be {4 * size} bytes (float32 {shape}), got {len(data)}")
+    array = np.frombuffer(data, dtype="<f4").reshape(shape).astype(np.float32)
+    if not np.all(np.isfinite(array)):
+        raise InvalidArgument(f"{what} must be finite")
+    return np.ascontiguousarray(array)
+
+
+def _learned_map_from_spec(spec: registry_pb2.ClusteringSpec, clusters: np.ndarray) -> LearnedMap:
+    k, dim, n = spec.k, spec.dim, len(spec.validation_item_ids)
+    learned = LearnedMap(
+        theta=_f32_array(spec.theta, (k, dim), "theta"),
+        bias=_f32_array(spec.bias, (k,), "bias"),
+        item_weights=_f32_array(spec.validation_weights, (n, k), "validation_weights"),
+    )
+    try:
+        learned.check(k, dim, n)
+    except ValueError as exc:
+        raise InvalidArgument(f"learned map: {exc}") from exc
+    if not np.array_equal(clusters, hard_clusters(learned.item_weights)):
+        raise InvalidArgument(
+            "validation_clusters must be each item's argmax of validation_weights"
+        )
+    return learned
 
 
 def clustering_from_spec(spec: registry_pb2.ClusteringSpec) -> Clustering:
@@ -154,11 +194,19 @@ def clustering_from_spec(spec: registry_pb2.ClusteringSpec) -> Clustering:
     centroids = np.frombuffer(spec.centroids, dtype="<f4").reshape(k, dim).astype(np.float32)
     if not np.all(np.isfinite(centroids)):
         raise InvalidArgument("centroids must be finite")
+    learned = None
+    if spec.map_kind == registry_pb2.MAP_KIND_LEARNED:
+        learned = _learned_map_from_spec(spec, clusters)
+    elif spec.map_kind not in (registry_pb2.MAP_KIND_UNSPECIFIED, registry_pb2.MAP_KIND_KMEANS):
+        raise InvalidArgument(f"unknown map_kind {spec.map_kind}")
+    elif spec.theta or spec.bias or spec.validation_weights:
+        raise InvalidArgument("theta, bias and validation_weights are for MAP_KIND_LEARNED only")
     clustering = Clustering(
         centroids=np.ascontiguousarray(centroids),
         embedder_fingerprint=spec.embedder_fingerprint,
         item_ids=tuple(spec.validation_item_ids),
         item_clusters=clusters,
+        learned=learned,
     )
     if spec.version and spec.version != clustering.version:
         raise InvalidArgument(
@@ -180,10 +228,13 @@ def clustering_message(
         validation_counts=clustering.cluster_counts().tolist(),
         revision=revision,
         create_time=timestamp(create_time),
+        map_kind=_MAP_KINDS[clustering.map_kind],
     )
     if include_assignment:
         message.validation_item_ids.extend(clustering.item_ids)
         message.validation_clusters.extend(int(c) for c in clustering.item_clusters)
+        if clustering.learned is not None:
+            message.validation_weights = _f32_bytes(clustering.learned.item_weights)
     return message
 
 

@@ -92,10 +92,14 @@ class Sidecars:
         self.root = root
         self.procs: list[Proc] = []
 
-    def leader(self, name: str, *, history: int | None = None) -> Proc:
+    def leader(
+        self, name: str, *, history: int | None = None, artifact: Path | None = None
+    ) -> Proc:
         args = ["--progress-interval", PROGRESS_INTERVAL]
         if history is not None:
             args += ["--history", str(history)]
+        if artifact is not None:
+            args += ["--artifact", str(artifact)]
         return self._start(name, f"127.0.0.1:{free_port()}", self.root / f"{name}.db", args)
 
     def replica(self, name: str, db_url: str, *, history: int | None = None) -> Proc:

@@ -1,4 +1,4 @@
-"""The deferral-curve metric of bench/quality.py, checked on hand-computed cases."""
+"""The deferral-curve metric (sidecar._deferral, used by fit -k auto and bench.quality), by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench import deferral
+from sidecar import _deferral as deferral
 from sidecar import _kernels
 
 # -- route_sweep: the routing rule for every λ --

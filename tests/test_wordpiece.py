@@ -107,6 +107,7 @@ def test_edge_cases(wordpiece: WordPiece, reference: Tokenizer, text: str) -> No
 def test_non_ascii_chunks_are_escaped_to_the_caller(wordpiece: WordPiece) -> None:
     out = np.empty(64, np.int32)
     escapes = np.empty((8, 2), np.int64)
+    assert wordpiece.trie is not None
     args = (wordpiece.trie, wordpiece.charmap, wordpiece.unk, wordpiece.max_chars, out, escapes)
     raw = b"hello world"
     assert utf8_ids(np.frombuffer(raw, np.uint8), *args) == (2, 0)
@@ -115,7 +116,8 @@ def test_non_ascii_chunks_are_escaped_to_the_caller(wordpiece: WordPiece) -> Non
     assert k == 2 and (out[:n] < 0).sum() == 2
     assert [raw[s:e].decode() for s, e in escapes[:k]] == ["café,", "plaît"]
     tiny = np.empty((1, 2), np.int64)
-    assert utf8_ids(np.frombuffer(raw, np.uint8), *args[:-1], tiny) == (-1, -1)
+    short = (wordpiece.trie, wordpiece.charmap, wordpiece.unk, wordpiece.max_chars, out, tiny)
+    assert utf8_ids(np.frombuffer(raw, np.uint8), *short) == (-1, -1)
     assert wordpiece.ids("un café, s'il vous plaît").size > 0
 
 

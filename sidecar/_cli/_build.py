@@ -11,6 +11,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 
@@ -105,12 +106,26 @@ def _export_static(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    """Embeds, chooses K if asked, fits K-means or a LearnedMap, assigns S_val, saves."""
+    from .._choose_k import choose_k, rule_k
     from .._clustering import fit_clustering, save_clustering
     from .._embedder_manifest import default_embedder_dir
     from .._embedders import load_embedder
+    from .._errors import InvalidArgument
     from .._jsonl import read_items, read_prompts
+    from .._learned_map import DEFAULT_L2, fit_learned_clustering
 
-    train = read_prompts(args.train)
+    learned = args.map == "learned"
+    if learned and args.train_results is None:
+        raise InvalidArgument(
+            "--map learned needs --train-results DIR: the training LLMs' graded results on "
+            "the --train prompts"
+        )
+    if args.train_results is not None:
+        train_ids, train = read_items(args.train)
+        names, scores = _training_labels(args.train_results, train_ids)
+    else:
+        train, names, scores = read_prompts(args.train), (), None
     val_ids, val_prompts = read_items(args.val)
     embedder = load_embedder(
         args.embedder or default_embedder_dir(), threads=args.threads, truncation=args.truncation
@@ -119,33 +134,102 @@ def cmd_fit(args: argparse.Namespace) -> int:
     distinct = list(dict.fromkeys([*train, *val_prompts]))
     row_of = {prompt: row for row, prompt in enumerate(distinct)}
     embedded = _embed_with_progress(embedder, distinct, "embedding prompts")
-    train_rows = [row_of[p] for p in train]
-    val_rows = [row_of[p] for p in val_prompts]
-    clustering = fit_clustering(
-        embedded.vectors[train_rows],
-        val_ids,
-        embedded.vectors[val_rows],
-        k=args.k,
-        embedder_fingerprint=embedder.fingerprint,
-        seed=args.seed,
-        info={"train_file": args.train.name, "val_file": args.val.name},
-    )
+    train_vectors = embedded.vectors[[row_of[p] for p in train]]
+    val_vectors = embedded.vectors[[row_of[p] for p in val_prompts]]
+    info: dict[str, object] = {"train_file": args.train.name, "val_file": args.val.name}
+    k = args.k
+    if k == "auto":
+        if scores is None:
+            choice = rule_k(len(val_ids), len({row_of[p] for p in train}))
+        else:
+            costs = _training_costs(args, names)
+            print(f"choosing K: cross-validation over {len(names)} training LLMs ({args.map})")
+            choice = choose_k(
+                train_vectors,
+                scores,
+                costs,
+                n_val=len(val_ids),
+                map_kind=args.map,
+                seed=args.seed,
+                reps=args.cv_reps,
+                l2=DEFAULT_L2 if args.l2 is None else args.l2,
+                progress=lambda line: print("  " + line, flush=True),
+            )
+        print(choice.table())
+        info["k_selection"] = choice.info()
+        k = choice.k
+    common = {
+        "k": k,
+        "embedder_fingerprint": embedder.fingerprint,
+        "seed": args.seed,
+        "info": info,
+    }
+    if learned:
+        assert scores is not None
+        info["train_llms"] = list(names)
+        l2 = DEFAULT_L2 if args.l2 is None else args.l2
+        clustering, report = fit_learned_clustering(
+            train_vectors, scores, val_ids, val_vectors, l2=l2, **common
+        )
+        print(
+            f"LearnedMap: temperature {report.temperature:g}, cross-fitted log loss "
+            f"{report.loss_kmeans:.4f} (K-means) -> {report.loss_start:.4f} (start) -> "
+            f"{report.loss_end:.4f} in {report.iterations} iterations"
+        )
+    else:
+        clustering = fit_clustering(train_vectors, val_ids, val_vectors, **common)
     save_clustering(clustering, args.out)
     counts = clustering.cluster_counts()
     print(
-        f"wrote {args.out}: version={clustering.version} k={clustering.k} "
-        f"train={len(train)} val={len(val_ids)} "
+        f"wrote {args.out}: version={clustering.version} map={clustering.map_kind} "
+        f"k={clustering.k} train={len(train)} val={len(val_ids)} "
         f"distinct prompts={len(distinct)} truncated={int(embedded.truncated.sum())}"
     )
     print(f"validation items per cluster: {counts.tolist()}")
     empty = [i for i, n in enumerate(counts) if n == 0]
-    if empty:
+    if empty and not learned:
         print(
             f"warning: cluster(s) {empty} have no validation items; models will get their "
             "overall error there. Add validation items or lower -k.",
             file=sys.stderr,
         )
     return 0
+
+
+def _training_labels(directory: Path, train_ids: Sequence[str]) -> tuple[tuple[str, ...], Any]:
+    """(LLM names, (n_train, L) scores with NaN for unknown) from --train-results."""
+    from .._jsonl import read_results_dir
+    from .._learned_map import label_matrix
+
+    return label_matrix(train_ids, read_results_dir(directory))
+
+
+def _training_costs(args: argparse.Namespace, names: Sequence[str]) -> Any:
+    """Each training LLM's cost, from --train-costs or a costs.tsv in/above the results dir."""
+    import numpy as np
+
+    from .._errors import InvalidArgument
+    from .._jsonl import read_costs
+
+    path = args.train_costs
+    if path is None:
+        found = [
+            d / "costs.tsv"
+            for d in (args.train_results, args.train_results.parent)
+            if (d / "costs.tsv").exists()
+        ]
+        if not found:
+            raise InvalidArgument(
+                "-k auto with --train-results needs each training LLM's cost: give "
+                "--train-costs FILE (`name<TAB>cost` lines), or put a costs.tsv in or above "
+                "the results folder"
+            )
+        path = found[0]
+    costs = read_costs(path)
+    missing = [n for n in names if n not in costs]
+    if missing:
+        raise InvalidArgument(f"{path}: no cost for training LLM(s) {', '.join(missing)}")
+    return np.asarray([costs[n] for n in names], dtype=np.float64)
 
 
 def _embed_with_progress(embedder: Any, texts: Sequence[str], label: str) -> Any:

@@ -10,12 +10,15 @@ import argparse
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import json_format
 
 from .._errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from .._profiles import Assignment
 
 
 def _stubs(args: argparse.Namespace) -> tuple[grpc.Channel, Any, Any]:
@@ -96,8 +99,11 @@ def print_registered(model: Any) -> None:
     )
 
 
-def clustering_assignment(args: argparse.Namespace) -> tuple[str, int, dict[str, int]]:
-    """(version, K, item id -> cluster) of the active clustering on args.server."""
+def clustering_assignment(args: argparse.Namespace) -> tuple[str, int, Assignment]:
+    """(version, K, the items' clusters and soft weights) of the active clustering."""
+    import numpy as np
+
+    from .._profiles import Assignment
     from .._proto import registry_pb2
 
     channel, _, registry = _stubs(args)
@@ -105,10 +111,13 @@ def clustering_assignment(args: argparse.Namespace) -> tuple[str, int, dict[str,
         clustering = registry.GetClustering(
             registry_pb2.GetClusteringRequest(include_assignment=True), timeout=args.timeout
         )
-    assignment = dict(
-        zip(clustering.validation_item_ids, clustering.validation_clusters, strict=True)
-    )
-    return clustering.version, clustering.k, assignment
+    ids = list(clustering.validation_item_ids)
+    clusters = dict(zip(ids, clustering.validation_clusters, strict=True))
+    if clustering.map_kind != registry_pb2.MAP_KIND_LEARNED:
+        return clustering.version, clustering.k, Assignment(clustering.k, clusters)
+    weights = np.frombuffer(clustering.validation_weights, dtype="<f4").reshape(-1, clustering.k)
+    rows = {item: row for row, item in enumerate(ids)}
+    return clustering.version, clustering.k, Assignment(clustering.k, clusters, weights, rows)
 
 
 def model_exists(args: argparse.Namespace, name: str) -> bool:

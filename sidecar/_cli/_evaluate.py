@@ -15,9 +15,12 @@ import json
 import os
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import AlreadyExists, FailedPrecondition, InvalidArgument, SidecarError
+
+if TYPE_CHECKING:
+    from .._profiles import Assignment
 from ._build import ProgressBar
 from ._client import (
     clustering_assignment,
@@ -131,11 +134,11 @@ def _check_flags(args: argparse.Namespace, items: list[Any]) -> None:
 
 
 def _check_registration(
-    args: argparse.Namespace, items: list[Any], preview: tuple[str, int, dict[str, int]] | None
+    args: argparse.Namespace, items: list[Any], preview: tuple[str, int, Assignment] | None
 ) -> None:
     assert preview is not None
     version, _, assignment = preview
-    unknown = [item.id for item in items if item.id not in assignment]
+    unknown = [item.id for item in items if item.id not in assignment.clusters]
     if unknown:
         shown = ", ".join(repr(i) for i in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise FailedPrecondition(
@@ -211,21 +214,17 @@ def _failure_limit(args: argparse.Namespace, n: int) -> int:
     return limit
 
 
-def _preview(
-    results: list[Any], version: str, k: int, assignment: dict[str, int]
-) -> dict[str, Any]:
+def _preview(results: list[Any], version: str, k: int, assignment: Assignment) -> dict[str, Any]:
     """Ψ per cluster as the leader would compute it from these graded results."""
-    from .._profiles import profile_from_results
-
     scores = {r.id: r.score for r in results if r.status == "graded" and r.score is not None}
-    profile = profile_from_results(scores, assignment, k)
+    profile = assignment.profile(scores)
     return {
         "clustering_version": version,
         "k": k,
         "error_rates": [float(e) for e in profile.error_rates],
         "validation_counts": [int(n) for n in profile.validation_counts],
         "overall_error": profile.overall_error,
-        "items_not_in_clustering": sorted(set(scores) - set(assignment)),
+        "items_not_in_clustering": sorted(set(scores) - set(assignment.clusters)),
     }
 
 

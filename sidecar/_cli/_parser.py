@@ -30,6 +30,18 @@ def _nonnegative_float(text: str) -> float:
     return value
 
 
+def _k_value(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1 or `auto`, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar",
@@ -79,7 +91,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit a clustering on training prompts, assign S_val")
     p.add_argument("--train", type=Path, required=True, help="JSONL with a `prompt` per line")
     p.add_argument("--val", type=Path, required=True, help="JSONL with `id` and `prompt`")
-    p.add_argument("-k", type=int, required=True, help="number of clusters K")
+    p.add_argument(
+        "-k",
+        type=_k_value,
+        required=True,
+        help="number of clusters K, or `auto`: cross-validation with --train-results "
+        "(held-out LLMs, deferral-curve Area), else round(sqrt(n_val / 10))",
+    )
+    p.add_argument(
+        "--map",
+        choices=("kmeans", "learned"),
+        default="kmeans",
+        help="kmeans (nearest centroid) or learned (LearnedMap, needs --train-results)",
+    )
+    p.add_argument(
+        "--train-results",
+        type=Path,
+        default=None,
+        help="dir of `register --results` files, one per training LLM (name = file name), "
+        "graded on the --train prompts (which then need `id`s)",
+    )
+    p.add_argument(
+        "--train-costs",
+        type=Path,
+        default=None,
+        help="-k auto: TSV `name<TAB>cost` per training LLM (default: costs.tsv in or above "
+        "--train-results)",
+    )
+    p.add_argument("--l2", type=_nonnegative_float, default=None, help="LearnedMap L2 penalty")
+    p.add_argument("--cv-reps", type=int, default=2, help="-k auto: cross-validation repetitions")
     p.add_argument("--out", type=Path, required=True, help="artifact directory to write")
     p.add_argument("--seed", type=int, default=0, help="K-means random seed")
     p.add_argument(

@@ -17,6 +17,12 @@ class ProfileSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROFILE_SOURCE_RESULTS: _ClassVar[ProfileSource]
     PROFILE_SOURCE_EXPLICIT: _ClassVar[ProfileSource]
 
+class MapKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MAP_KIND_UNSPECIFIED: _ClassVar[MapKind]
+    MAP_KIND_KMEANS: _ClassVar[MapKind]
+    MAP_KIND_LEARNED: _ClassVar[MapKind]
+
 class SnapshotReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SNAPSHOT_REASON_UNSPECIFIED: _ClassVar[SnapshotReason]
@@ -39,6 +45,9 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 PROFILE_SOURCE_UNSPECIFIED: ProfileSource
 PROFILE_SOURCE_RESULTS: ProfileSource
 PROFILE_SOURCE_EXPLICIT: ProfileSource
+MAP_KIND_UNSPECIFIED: MapKind
+MAP_KIND_KMEANS: MapKind
+MAP_KIND_LEARNED: MapKind
 SNAPSHOT_REASON_UNSPECIFIED: SnapshotReason
 SNAPSHOT_REASON_REQUESTED: SnapshotReason
 SNAPSHOT_REASON_COMPACTED: SnapshotReason
@@ -178,7 +187,7 @@ class GetClusteringRequest(_message.Message):
     def __init__(self, include_assignment: _Optional[bool] = ...) -> None: ...
 
 class Clustering(_message.Message):
-    __slots__ = ("version", "k", "dim", "embedder_fingerprint", "validation_counts", "revision", "create_time", "validation_item_ids", "validation_clusters")
+    __slots__ = ("version", "k", "dim", "embedder_fingerprint", "validation_counts", "revision", "create_time", "validation_item_ids", "validation_clusters", "map_kind", "validation_weights")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +197,8 @@ class Clustering(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    MAP_KIND_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     version: str
     k: int
     dim: int
@@ -197,10 +208,12 @@ class Clustering(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     validation_item_ids: _containers.RepeatedScalarFieldContainer[str]
     validation_clusters: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, version: _Optional[str] = ..., k: _Optional[int] = ..., dim: _Optional[int] = ..., embedder_fingerprint: _Optional[str] = ..., validation_counts: _Optional[_Iterable[int]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., validation_item_ids: _Optional[_Iterable[str]] = ..., validation_clusters: _Optional[_Iterable[int]] = ...) -> None: ...
+    map_kind: MapKind
+    validation_weights: bytes
+    def __init__(self, version: _Optional[str] = ..., k: _Optional[int] = ..., dim: _Optional[int] = ..., embedder_fingerprint: _Optional[str] = ..., validation_counts: _Optional[_Iterable[int]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., validation_item_ids: _Optional[_Iterable[str]] = ..., validation_clusters: _Optional[_Iterable[int]] = ..., map_kind: _Optional[_Union[MapKind, str]] = ..., validation_weights: _Optional[bytes] = ...) -> None: ...
 
 class ClusteringSpec(_message.Message):
-    __slots__ = ("version", "embedder_fingerprint", "k", "dim", "centroids", "validation_item_ids", "validation_clusters", "activated_revision")
+    __slots__ = ("version", "embedder_fingerprint", "k", "dim", "centroids", "validation_item_ids", "validation_clusters", "activated_revision", "map_kind", "theta", "bias", "validation_weights")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     EMBEDDER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -209,6 +222,10 @@ class ClusteringSpec(_message.Message):
     VALIDATION_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    MAP_KIND_FIELD_NUMBER: _ClassVar[int]
+    THETA_FIELD_NUMBER: _ClassVar[int]
+    BIAS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     version: str
     embedder_fingerprint: str
     k: int
@@ -217,7 +234,11 @@ class ClusteringSpec(_message.Message):
     validation_item_ids: _containers.RepeatedScalarFieldContainer[str]
     validation_clusters: _containers.RepeatedScalarFieldContainer[int]
     activated_revision: int
-    def __init__(self, version: _Optional[str] = ..., embedder_fingerprint: _Optional[str] = ..., k: _Optional[int] = ..., dim: _Optional[int] = ..., centroids: _Optional[bytes] = ..., validation_item_ids: _Optional[_Iterable[str]] = ..., validation_clusters: _Optional[_Iterable[int]] = ..., activated_revision: _Optional[int] = ...) -> None: ...
+    map_kind: MapKind
+    theta: bytes
+    bias: bytes
+    validation_weights: bytes
+    def __init__(self, version: _Optional[str] = ..., embedder_fingerprint: _Optional[str] = ..., k: _Optional[int] = ..., dim: _Optional[int] = ..., centroids: _Optional[bytes] = ..., validation_item_ids: _Optional[_Iterable[str]] = ..., validation_clusters: _Optional[_Iterable[int]] = ..., activated_revision: _Optional[int] = ..., map_kind: _Optional[_Union[MapKind, str]] = ..., theta: _Optional[bytes] = ..., bias: _Optional[bytes] = ..., validation_weights: _Optional[bytes] = ...) -> None: ...
 
 class ActivateClusteringRequest(_message.Message):
     __slots__ = ("clustering",)
