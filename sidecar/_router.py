@@ -72,16 +72,29 @@ class Decision:
     truncated: bool = False
     prompt_tokens: int = 0
     request_id: str = ""
+    weights: np.ndarray | None = None  # float64 (K,): Φ under a LearnedMap, else None
 
     @property
     def model(self) -> str:
         return self.table.names[self.chosen]
 
+    def expected_error(self, row: int) -> float:
+        """Ψ of the model at ``row`` for this prompt: Ψ[cluster], or Σ_k Φ_k Ψ_k if soft."""
+        psi = self.table.psi[row]
+        if self.weights is None:
+            return float(psi[self.cluster])
+        return float(np.float32(np.dot(self.weights, psi.astype(np.float64))))
+
     def candidates(self) -> list[tuple[str, float, float, float]]:
         """(model, expected_error, cost, score) per candidate, in registration order."""
-        table, c = self.table, self.cluster
+        table = self.table
         return [
-            (table.names[i], float(table.psi[i, c]), float(table.costs[i]), float(self.scores[i]))
+            (
+                table.names[i],
+                self.expected_error(int(i)),
+                float(table.costs[i]),
+                float(self.scores[i]),
+            )
             for i in np.flatnonzero(self.mask)
         ]
 
@@ -163,18 +176,9 @@ class Router:
         scores = np.empty((n, table.size), dtype=np.float32)
         clusters = np.empty(n, dtype=np.int64)
         chosen = np.empty(n, dtype=np.int64)
+        weights = None
         if not self._route_tokens(pending, table, lams, masks, vectors, scores, clusters, chosen):
-            _kernels.route(
-                vectors,
-                table.centroids,
-                table.psi,
-                table.costs,
-                lams,
-                masks,
-                scores,
-                clusters,
-                chosen,
-            )
+            weights = _decide(table, vectors, lams, masks, scores, clusters, chosen)
         done = time.perf_counter()
         decisions = []
         for i in range(n):
@@ -197,6 +201,7 @@ class Router:
                     truncated=bool(truncated[i]),
                     prompt_tokens=int(tokens[i]),
                     request_id=queries[i].request_id,
+                    weights=None if weights is None else weights[i],
                 )
             )
         if self.metrics is not None:
@@ -374,6 +379,38 @@ class Router:
             warm_up()  # the static embedder's own kernels
         self.embedder.embed("warm-up: route this prompt to the best model")
         self.embedder.embed_batch(["warm-up one", "warm-up two, a little longer"])
+
+
+def _decide(
+    table: RoutingTable,
+    vectors: np.ndarray,
+    lams: np.ndarray,
+    masks: np.ndarray,
+    scores: np.ndarray,
+    clusters: np.ndarray,
+    chosen: np.ndarray,
+) -> np.ndarray | None:
+    """One kernel call, chosen by the table's map kind; returns Φ per row when soft."""
+    if table.theta is None or table.bias is None:
+        _kernels.route(
+            vectors, table.centroids, table.psi, table.costs, lams, masks, scores, clusters, chosen
+        )
+        return None
+    weights = np.empty((vectors.shape[0], table.k), dtype=np.float64)
+    _kernels.route_soft(
+        vectors,
+        table.theta,
+        table.bias,
+        table.psi,
+        table.costs,
+        lams,
+        masks,
+        weights,
+        scores,
+        clusters,
+        chosen,
+    )
+    return weights
 
 
 @dataclass(frozen=True)
