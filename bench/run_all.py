@@ -57,6 +57,11 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         ["--followers", "10", "--registrations", "100"],
         ["--followers", "3", "--registrations", "30"],
     ),
+    (
+        "bench.registry_replicas",
+        [],
+        ["--registrations", "30", "--propagation", "20", "--failovers", "2", "--freezes", "0"],
+    ),
     ("bench.quality", [], ["--quick"]),
     # The static embedder (issue 10): in process, over gRPC, against a peer, quality.
     ("bench.static_speed", [], ["--quick"]),

@@ -1,14 +1,16 @@
 """Commit announcements across replicas: LISTEN/NOTIFY, with catch-up and a poll.
 
 The store's listeners (the server's table rebuild, the Watch hub) must hear
-of every revision in order, whichever replica committed it. A notification
-only says "something committed". On each one (unless its payload shows the
-revision was announced already), on every (re)connect of the LISTEN
-connection, and every ``poll_interval`` seconds, the announcer reads the
-committed revision from the database and calls the listeners once for each
-revision after the last one it announced, in order; the listeners then read
-the event log by revision. A missed notification, a dropped connection or a
-restarted server delays an announcement; it never loses or reorders one.
+of every revision in order, whichever replica committed it. Each write
+NOTIFYs its revision in its own transaction, so a notification arrives only
+once that revision, and so every earlier one, has committed: the announcer
+calls the listeners once for each revision after the last one it announced,
+up to the notified one, in order. The listeners then read the event log by
+revision; the payload only says how far to go. Notifications can be missed
+(the LISTEN connection drops, the server restarts), so on every (re)connect
+and every ``poll_interval`` seconds the announcer also reads the committed
+revision from the database and catches up to it. A missed notification
+delays an announcement; it never loses or reorders one.
 """
 
 from __future__ import annotations
@@ -72,10 +74,11 @@ class Announcer:
             self._thread.join(timeout=10)
 
     def announce_up_to(self, revision: int) -> None:
-        """After a local commit: announce everything up to ``revision`` before returning.
+        """Announces everything up to ``revision``, which has committed; returns after.
 
-        So a replica reads its own writes. If the database fails meanwhile, the
-        LISTEN thread announces the rest once it is back; the write stands.
+        Called after a local commit (so a replica reads its own writes) and for
+        each notification. If the database fails meanwhile, the LISTEN thread
+        announces the rest once it is back; the write stands.
         """
         with self._lock:
             self._announce(revision)
@@ -111,10 +114,6 @@ class Announcer:
                     log.exception("listener failed for revision %d", revision)
             self._announced = revision
 
-    def _announced_already(self, payload: str) -> bool:
-        """A notification's payload is a hint only: it can spare a read, never replace one."""
-        return payload.isdigit() and int(payload) <= self._announced
-
     def _run(self) -> None:
         backoff = 0.05
         while not self._closed.is_set():
@@ -136,9 +135,11 @@ class Announcer:
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
         last_poll = time.monotonic()
         while not self._closed.is_set():
-            stale = False
             for note in conn.notifies(timeout=_WAKE_S, stop_after=1):
-                stale = stale or not self._announced_already(note.payload)
-            if stale or time.monotonic() - last_poll >= self._poll_interval:
+                if note.payload.isdigit():
+                    self.announce_up_to(int(note.payload))
+                else:  # not one of ours: look at the database instead
+                    self.catch_up()
+            if time.monotonic() - last_poll >= self._poll_interval:
                 self.catch_up()
                 last_poll = time.monotonic()

@@ -299,14 +299,14 @@ class PostgresStore:
         txn = None
         committing = False
         try:
-            with self._begin("BEGIN") as conn:
-                conn.execute("SELECT value FROM revision FOR UPDATE")
+            # Statements without parameters go as one simple query: one round trip.
+            with self._begin("BEGIN; SELECT value FROM revision FOR UPDATE") as conn:
                 txn = _PostgresTransaction(conn, self._clusterings)
                 yield txn
-                if txn.pending_revision:
-                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(txn.pending_revision)))
                 committing = True
-                conn.execute("COMMIT")
+                revision = int(txn.pending_revision)
+                notify = f"SELECT pg_notify('{CHANNEL}', '{revision}'); " if revision else ""
+                conn.execute(f"{notify}COMMIT")
         except (psycopg.Error, PoolTimeout, PoolClosed) as exc:
             raise translate(exc, self.location, committing=committing) from exc
         if txn is not None and txn.pending_revision:
@@ -366,12 +366,13 @@ class _PostgresTransaction:
     # ----------------------------------------------------------------- clusterings
 
     def active_clustering(self) -> ActiveClustering | None:
-        version = self.meta("active_clustering")
-        if not version:
-            return None
-        revision, created = self._one(
-            "SELECT revision, create_time FROM clusterings WHERE version = %s", (version,)
+        row = self._one(
+            "SELECT c.version, c.revision, c.create_time FROM meta m "
+            "JOIN clusterings c ON c.version = m.value WHERE m.key = 'active_clustering'"
         )
+        if row is None:
+            return None
+        version, revision, created = row
         return ActiveClustering(self.clustering(version), int(revision), float(created))
 
     def clustering(self, version: str) -> Clustering:
@@ -467,12 +468,12 @@ class _PostgresTransaction:
 
     def replace_results(self, name: str, scores: Mapping[str, float]) -> None:
         self._db.execute("DELETE FROM model_results WHERE model = %s", (name,))
-        if scores:
-            with self._db.cursor().copy(
-                "COPY model_results (model, item_id, score) FROM STDIN"
-            ) as copy:
-                for item, score in scores.items():
-                    copy.write_row((name, item, float(score)))
+        if scores:  # one statement, one round trip, however many items
+            self._db.execute(
+                "INSERT INTO model_results (model, item_id, score) "
+                "SELECT %s, item, score FROM unnest(%s::text[], %s::float8[]) AS r(item, score)",
+                (name, list(scores), [float(v) for v in scores.values()]),
+            )
 
     # ---------------------------------------------------------------------- events
 

@@ -209,12 +209,16 @@ class Sidecar:
         self.server.wait_for_termination()
 
     def on_commit(self, revision: int) -> None:
-        """Store listener: rebuild and swap the table, then tell the Watch hub.
+        """Store listener: tell the Watch hub, then rebuild and swap the table.
 
-        Calls come in revision order (the store serialises them). The snapshot
-        may already be newer than ``revision`` when other replicas wrote
-        meanwhile; the revisions it already covers then skip the rebuild.
+        The hub goes first so followers do not wait for this server's own
+        rebuild; both are done before a local write is acknowledged. Calls come
+        in revision order (the store serialises them). The snapshot may already
+        be newer than ``revision`` when other replicas wrote meanwhile; the
+        revisions it already covers then skip the rebuild.
         """
+        if self.hub is not None:
+            self.hub.on_commit(revision)
         announced, read = self._built
         if not announced < revision <= read:  # a lower revision: a replica's store was replaced
             snapshot = self.registry.snapshot()
@@ -225,8 +229,6 @@ class Sidecar:
                 self.metrics.observe_table(table.revision, table.size)
                 if self._ready.is_set():
                     self._set_health(_SERVING)
-        if self.hub is not None:
-            self.hub.on_commit(revision)
 
     def on_refused(self, reason: str | None) -> None:
         """Follower: a refused clustering turns the Registry service NOT_SERVING until cleared."""

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import queue
 import threading
+import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
@@ -73,24 +75,28 @@ class WatchHub:
         self._closed = False
         self.store_id = registry.store_id
         self._compact_revision = 0
+        self._compact_read_at = -1.0  # time.monotonic() of the last read; -1: never
         self._ahead: dict[int, ChangeSet] = {}  # change sets read before their announcement
 
-    def compact_revision(self, *, fresh: bool = True) -> int:
-        """The store's compact revision; the last one read if not ``fresh`` or the db is away.
+    def compact_revision(self, max_age: float = 0.0) -> int:
+        """The store's compact revision, read again if the last read is older than ``max_age`` s.
 
-        Heartbeats use the last value read, so they never wait for the
-        database: while it is away they go on and followers stay connected.
-        The value only grows, so an old one is a safe lower bound.
+        Heartbeats use the last value read (``max_age=inf``), so they never
+        wait for the database: while it is away they go on and followers stay
+        connected. Live change sets read it at most once a second. The value
+        only grows, so an old one is a safe lower bound.
         """
-        if fresh:
+        now = time.monotonic()
+        if self._compact_read_at < 0 or now - self._compact_read_at > max_age:
             with contextlib.suppress(StoreUnavailable):
                 self._compact_revision = self.registry.compact_revision
+                self._compact_read_at = now
         return self._compact_revision
 
-    def header(self, revision: int, *, fresh: bool = True) -> registry_pb2.ResponseHeader:
+    def header(self, revision: int, max_age: float = 0.0) -> registry_pb2.ResponseHeader:
         return registry_pb2.ResponseHeader(
             revision=revision,
-            compact_revision=self.compact_revision(fresh=fresh),
+            compact_revision=self.compact_revision(max_age),
             store_id=self.store_id,
         )
 
@@ -118,7 +124,8 @@ class WatchHub:
             self._ahead = {s.revision: s for s in sets if s.revision > revision}
             change_set = sets[0] if sets and sets[0].revision == revision else None
         if change_set is not None:
-            self._offer_all((revision, change_set_response(change_set, self.header(revision))))
+            response = change_set_response(change_set, self.header(revision, max_age=1.0))
+            self._offer_all((revision, response))
 
     def _offer_all(self, item: object) -> None:
         with self._lock:
@@ -158,7 +165,7 @@ class WatchHub:
                     item = watcher.queue.get(timeout=self.progress_interval)
                 except queue.Empty:
                     yield registry_pb2.WatchResponse(
-                        header=self.header(last, fresh=False),
+                        header=self.header(last, max_age=math.inf),
                         progress=registry_pb2.ProgressNotification(),
                     )
                     continue

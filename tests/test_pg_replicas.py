@@ -183,6 +183,7 @@ def test_replicas_share_writes_and_a_follower_fails_over_without_a_snapshot(
     again = register(a, profile_request("back", 0.5))
     assert again.revision == added.revision + 1
     wait_until(partial(converged, [b, f1, f2], a), CONVERGE)
+    sidecars.stop(b)  # a clean shutdown closes the pool and the LISTEN thread: exit 0
 
 
 @pytest.mark.slow

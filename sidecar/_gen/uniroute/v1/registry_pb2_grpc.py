@@ -104,6 +104,9 @@ class RegistryServicer:
         * ALREADY_EXISTS: the name is registered and allow_update is false.
         * FAILED_PRECONDITION: this server is a follower (the message names the
         leader to write to), or no clustering is loaded.
+        * UNAVAILABLE: the registry's PostgreSQL database cannot be reached
+        (replicas only). Nothing was written, unless the message says the call
+        was cut off while committing: then read before writing it again.
         A failed call changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -114,7 +117,8 @@ class RegistryServicer:
         """Removes a model from the pool. Its per-item results are deleted too.
 
         Errors: NOT_FOUND if no model has that name; FAILED_PRECONDITION on a
-        follower (the message names the leader).
+        follower (the message names the leader); UNAVAILABLE as for
+        RegisterModel.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -158,6 +162,7 @@ class RegistryServicer:
         the content, or cluster indices outside [0, K).
         * FAILED_PRECONDITION: the clustering was fitted with another embedder
         than this server's, or this server is a follower.
+        * UNAVAILABLE: as for RegisterModel.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -174,8 +179,11 @@ class RegistryServicer:
         * RESOURCE_EXHAUSTED: the server already has its maximum of Watch
         streams (retry later), or this watcher fell more than its buffer of
         revisions behind (resume from the last applied revision + 1).
-        * UNAVAILABLE: the server is shutting down; the stream may also end
-        without an error then.
+        * OUT_OF_RANGE: a revision was compacted before this replica could send
+        it (resume from the last applied revision + 1; a snapshot follows).
+        * UNAVAILABLE: the server is shutting down (the stream may also end
+        without an error then), or a replica cannot reach its PostgreSQL
+        database to start the stream. An open stream stays up meanwhile.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
