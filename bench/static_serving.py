@@ -27,12 +27,14 @@ import argparse
 import functools
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from uniroute.v1 import router_pb2_grpc
 
@@ -116,6 +118,86 @@ def latency(
     return {s: {label: summarise_ms(v) for label, v in d.items()} for s, d in samples.items()}
 
 
+class _Context:
+    """Enough of a ServicerContext for a successful Route called in process."""
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+
+def in_process(work: Path, per: int) -> dict[str, dict[str, float]]:
+    """The server's own work per Route, without gRPC: the Router, the servicer, the response.
+
+    Built by the real ``build()`` on the static embedder, 11 models registered through
+    the real RegistryServicer; each stage timed on the same prompts.
+    """
+    from uniroute.v1 import registry_pb2
+
+    from sidecar._server import ServerConfig, build
+    from sidecar._servicers import RegistryServicer, RouterServicer
+
+    sidecar = build(ServerConfig(listen="127.0.0.1:0", db_path=work / "inproc.db",
+                                 embedder_dir=default_static_dir()))  # fmt: skip
+    try:
+        sidecar.router.warm_up()
+        registry = RegistryServicer(
+            sidecar.registry,
+            tables=sidecar.tables,
+            embedder_fingerprint=sidecar.router.embedder.fingerprint,
+            hub=sidecar.hub,
+            follower=None,
+            metrics=sidecar.metrics,
+        )
+        rng = np.random.default_rng(0)
+        ctx: Any = _Context()
+        k = sidecar.tables.current.k if sidecar.tables.current else 1
+        for m in range(11):
+            registry.RegisterModel(
+                registry_pb2.RegisterModelRequest(
+                    name=f"model-{m:02d}",
+                    cost=float(rng.uniform(0.1, 10.0)),
+                    profile=registry_pb2.ErrorProfile(
+                        error_rates=rng.uniform(0.05, 0.6, k).tolist()
+                    ),
+                ),
+                ctx,
+            )
+        servicer = RouterServicer(sidecar.router, sidecar.metrics)
+        out = {str(n): stage_times(sidecar, servicer, n, per) for n in SIZES}
+        return out
+    finally:
+        sidecar.registry.close()
+
+
+def stage_times(sidecar: Any, servicer: Any, words: int, per: int) -> dict[str, float]:
+    from uniroute.v1 import router_pb2
+
+    from sidecar._router import Query
+    from sidecar._wire import route_query, route_response
+
+    texts = prompts(words, per, seed=50 + words)
+    requests = [router_pb2.RouteRequest(prompt=t) for t in texts]
+    decision = sidecar.router.route(Query(prompt=texts[0]))
+    embedder, context = sidecar.router.embedder, _Context()
+    stages: dict[str, Callable[[int], object]] = {
+        "tokenise": lambda i: embedder.tokens(texts[i]),
+        "route_query": lambda i: route_query(requests[i]),
+        "Router.route": lambda i: sidecar.router.route(Query(prompt=texts[i])),
+        "route_response": lambda i: route_response(decision),
+        "RouterServicer.Route": lambda i: servicer.Route(requests[i], context),
+    }
+    out = {}
+    for name, fn in stages.items():
+        fn(0)
+        samples = []
+        for i in range(per):
+            t0 = time.perf_counter()
+            fn(i)
+            samples.append(time.perf_counter() - t0)
+        out[name] = float(np.median(samples) * 1e6)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.static_serving", description=__doc__)
     parser.add_argument("--rounds", type=int, default=10)
@@ -150,13 +232,18 @@ def run(args: argparse.Namespace) -> int:
             throughput[name] = {"routes": len(done), "per_s": len(done) / args.seconds,
                                 **summarise_ms(done)}  # fmt: skip
         memory = {name: status_kb(pid) for name, pid in pids.items()}
-    markdown, data = report(lat, throughput, memory, args)
+        breakdown = in_process(work, args.per_round * 5)
+    markdown, data = report(lat, throughput, memory, breakdown, args)
     record("static_serving", data, markdown)
     return 0
 
 
 def report(
-    lat: dict[str, Any], throughput: dict[str, Any], memory: dict[str, Any], args: Any
+    lat: dict[str, Any],
+    throughput: dict[str, Any],
+    memory: dict[str, Any],
+    breakdown: dict[str, dict[str, float]],
+    args: Any,
 ) -> tuple[str, dict[str, Any]]:
     goals: dict[str, Any] = {}
     lines = [
@@ -190,6 +277,17 @@ def report(
     goals["throughput_ratio"] = {"ratio": ratio, "pass": ratio >= GOAL_THROUGHPUT}
     rss_mb = memory["static"]["VmHWM"] * 1024 / 1e6
     goals["static_peak_rss_mb"] = {"mb": rss_mb, "pass": rss_mb <= GOAL_RSS_MB}
+    stages = list(next(iter(breakdown.values())))
+    lines += [
+        "",
+        "The server's own work per Route, in process without gRPC (p50 µs; the static "
+        "sidecar built by `build()`, 11 models): where the time over an empty RPC goes.",
+        "",
+        "| words | " + " | ".join(stages) + " |",
+        "|---|" + "---|" * len(stages),
+    ]
+    for words, row in breakdown.items():
+        lines.append(f"| {words} | " + " | ".join(f"{row[s]:.1f}" for s in stages) + " |")
     lines += [
         "",
         f"Throughput, {CALLERS} closed-loop callers for {args.seconds:g} s each (client threads "
@@ -223,7 +321,13 @@ def report(
         f"- {verdict(goals['static_peak_rss_mb']['pass'])}: peak RSS of the serving static "
         f"sidecar {rss_mb:.0f} MB (goal ≤ {GOAL_RSS_MB:.0f} MB)",
     ]
-    data = {"latency_ms": lat, "throughput": throughput, "memory_kb": memory, "goals": goals}
+    data = {
+        "latency_ms": lat,
+        "throughput": throughput,
+        "memory_kb": memory,
+        "in_process_us": breakdown,
+        "goals": goals,
+    }
     return "\n".join(lines), data
 
 
