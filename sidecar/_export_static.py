@@ -60,7 +60,11 @@ from ._wordpiece import WordPiece
 F32 = npt.NDArray[np.float32]
 
 DISTILL = "model2vec create_embeddings: [CLS] id [SEP] through the checkpoint, mean of last hidden"
-DEFAULT_PCA_DIMS = 256
+# Chosen on held-out RouterBench train (bench/quality_static.py, Dec 2026): 128
+# dimensions had the best held-out Area of {128, 256, 384} x {none, sif:1e-3,
+# sif:1e-4, sif:1e-5} (all within noise of each other), and halves the bytes
+# every token's row costs to gather.
+DEFAULT_PCA_DIMS = 128
 DEFAULT_WEIGHTING = "sif:1e-4"
 WEIGHTINGS = ("none", "sif:1e-3", "sif:1e-4", "sif:1e-5")
 INT8 = "int8-per-row"

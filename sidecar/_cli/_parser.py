@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", type=Path, default=None, help="output dir (default var/embedder[-static])"
     )
-    p.add_argument("--pca-dims", type=int, default=None, help="static: table width (256)")
+    p.add_argument("--pca-dims", type=int, default=None, help="static: table width (128)")
     p.add_argument("--weighting", default=None, help="static: none or sif:A (sif:1e-4)")
     p.add_argument("--source", type=Path, default=None, help="checkpoint dir (default MiniLM)")
     p.add_argument("--no-quantize", action="store_true", help="keep fp32 weights")
