@@ -16,8 +16,13 @@ The batch (the same `route` kernel with N = 1,024 rows per call) is reported as 
 decision, against a NumPy batch (one BLAS GEMM, default BLAS threads) and, to
 separate blocking from threading, the same NumPy batch limited to 1 BLAS thread.
 
+The LearnedMap kernel `route_soft` (N = 1) is timed in the same rounds on
+the same problems, with θ = 20·centroids and b = 0: a softmax over K logits
+and Σ_k Φ_k Ψ[m, k] for every model instead of one nearest centroid.
+
 Goals: single decision at K=64, M=50 ≤ 2 µs and ≥ 3× faster than NumPy;
-batch ≤ 0.5 µs per decision at K=64, M=50.
+batch ≤ 0.5 µs per decision at K=64, M=50; the soft single decision within
+2× of the hard one at K=64, M=50.
 
     python -m bench.kernels [--quick] [--rounds N]
 """
@@ -49,6 +54,8 @@ N_QUERIES = 256  # distinct embeddings cycled through by the single-decision loo
 GOAL_SINGLE_US = 2.0
 GOAL_SPEEDUP = 3.0
 GOAL_BATCH_US = 0.5
+GOAL_SOFT_RATIO = 2.0
+SOFT_TEMPERATURE = 20.0
 
 # Target wall time of one timed block, in ns: long enough that perf_counter_ns
 # resolution and the loop set-up vanish, short enough that many rounds fit.
@@ -180,6 +187,26 @@ def single_loop(fn: Callable[..., Any], p: Problem, calls: int) -> Timer:
     by the time the thread waited for a core.
     """
     centroids, psi, cost, mask = p.centroids, p.psi, p.cost, p.mask
+    if fn is _kernels.route_soft:
+        rows = [p.queries[i : i + 1] for i in range(N_QUERIES)]
+        xs_soft = [rows[i % N_QUERIES] for i in range(calls)]
+        theta = np.ascontiguousarray(centroids * np.float32(SOFT_TEMPERATURE))
+        bias = np.zeros(p.k, dtype=np.float32)
+        lams1 = np.full(1, LAM)
+        masks1 = np.ascontiguousarray(mask[None, :])
+        weights = np.empty((1, p.k), dtype=np.float64)
+        scores1 = np.empty((1, p.m), dtype=np.float32)
+        clusters1 = np.empty(1, dtype=np.int64)
+        chosen1 = np.empty(1, dtype=np.int64)
+
+        def run_soft() -> tuple[int, int]:
+            c0 = time.thread_time_ns()
+            t0 = time.perf_counter_ns()
+            for x in xs_soft:
+                fn(x, theta, bias, psi, cost, lams1, masks1, weights, scores1, clusters1, chosen1)
+            return time.perf_counter_ns() - t0, time.thread_time_ns() - c0
+
+        return run_soft
     if fn is _kernels.route or fn is noop:
         # The kernel's own calling convention for one Route: a 1 x D row, N = 1 buffers.
         rows = [p.queries[i : i + 1] for i in range(N_QUERIES)]
@@ -326,6 +353,7 @@ def build_series(problems: Sequence[Problem], mode: str) -> dict[tuple[int, int]
         single: list[tuple[str, Callable[..., Any]]] = [
             ("numba_single", _kernels.route),
             ("numpy_single", numpy_route_one),
+            ("numba_soft_single", _kernels.route_soft),
         ]
         series = []
         for name, fn in single:
@@ -422,6 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         results[f"K{k}_M{m}"]["single_speedup"] = med(by["numpy_single"]) / med(by["numba_single"])
         results[f"K{k}_M{m}"]["batch_speedup"] = med(by["numpy_batch"]) / med(by["numba_batch"])
+        results[f"K{k}_M{m}"]["soft_ratio"] = med(by["numba_soft_single"]) / med(by["numba_single"])
 
     head = results[f"K{HEADLINE[0]}_M{HEADLINE[1]}"]
     single_us = head["numba_single"]["median_ns"] / 1e3
@@ -443,6 +472,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "value": batch_us,
             "limit": GOAL_BATCH_US,
             "pass": batch_us <= GOAL_BATCH_US,
+        },
+        "soft_single_ratio": {
+            "value": head["soft_ratio"],
+            "limit": GOAL_SOFT_RATIO,
+            "pass": head["soft_ratio"] <= GOAL_SOFT_RATIO,
         },
     }
 
@@ -483,7 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         single_rows.append(
             f"| {k} | {m} | {us(r['numba_single']['median_ns'])} "
             f"| {us(r['numba_single']['cpu_median_ns'])} "
-            f"| {us(r['numpy_single']['median_ns'])} | {r['single_speedup']:.1f}× |"
+            f"| {us(r['numpy_single']['median_ns'])} | {r['single_speedup']:.1f}× "
+            f"| {us(r['numba_soft_single']['median_ns'])} | {r['soft_ratio']:.2f}× |"
         )
         one = r.get("numpy_batch_1thread")
         batch_rows.append(
@@ -559,8 +594,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         'below. "On-CPU" is the median of the timing thread\'s own CPU time '
         "(`time.thread_time_ns`), which excludes time spent waiting for a core.\n\n"
         "Single decision (`route` with N = 1 vs a NumPy implementation of the same decision):\n\n"
-        "| K | M | Numba µs | Numba on-CPU µs | NumPy µs | speed-up |\n"
-        "|---|---|---|---|---|---|\n"
+        "| K | M | Numba µs | Numba on-CPU µs | NumPy µs | speed-up | soft µs | soft/hard |\n"
+        "|---|---|---|---|---|---|---|---|\n"
         + "\n".join(single_rows)
         + f"\n\nBatch of {BATCH} (`route` with N = {BATCH} vs NumPy GEMM + gather), "
         "ns per decision:\n\n"
@@ -574,7 +609,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- single decision ≥ {GOAL_SPEEDUP:.0f}× faster than NumPy: "
         f"{verdict(goals['single_speedup']['pass'])} ({speedup:.1f}×)\n"
         f"- batch ≤ {GOAL_BATCH_US} µs per decision: {verdict(batch_ok)} "
-        f"({batch_us:.2f} µs, {spread('numba_batch')}; NumPy batch {numpy_batch_us:.2f} µs)"
+        f"({batch_us:.2f} µs, {spread('numba_batch')}; NumPy batch {numpy_batch_us:.2f} µs)\n"
+        f"- LearnedMap soft single decision (`route_soft`, θ = {SOFT_TEMPERATURE:g}·centroids) "
+        f"≤ {GOAL_SOFT_RATIO:.0f}× the hard one: {verdict(goals['soft_single_ratio']['pass'])} "
+        f"({head['numba_soft_single']['median_ns'] / 1e3:.2f} µs, "
+        f"{head['soft_ratio']:.2f}×; {spread('numba_soft_single')})"
         + busy_note
         + why_single
         + why_batch
