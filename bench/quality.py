@@ -2,13 +2,16 @@
 
 Everything routes through the product: prompts are embedded by
 ``sidecar.Embedder`` (one truncation strategy at a time), K-means is fitted by
-``sidecar._clustering.fit_clustering`` (what ``sidecar fit`` runs), and every
-decision comes from an in-process ``sidecar.serve`` over gRPC: the 11 LLMs are
-registered with ``RegisterModel`` from their graded answers on S_val (cost =
-mean train cost), and the test prompts go through ``RouteBatch`` with their
-cached embeddings. Each response carries every model's Ψ[cluster], so the whole
-λ sweep comes from one call per prompt; a few λ are also routed by the server
-itself to confirm it picks the model the sweep computed.
+``sidecar._clustering.fit_clustering`` and a LearnedMap by
+``sidecar._learned_map.fit_learned_clustering`` (what ``sidecar fit`` and
+``sidecar fit --map learned`` run), and every decision comes from an in-process
+``sidecar.serve`` over gRPC: the 11 LLMs are registered with ``RegisterModel``
+from their graded answers on S_val (cost = mean train cost), and the test
+prompts go through ``RouteBatch`` with their cached embeddings. Each response
+at λ = 0 carries every model's expected error exactly as the kernel used it
+(its score), so the whole λ sweep comes from one call per prompt; λ = 0, 0.1
+and 0.5 are also routed by the server itself in every UniRoute run, and its
+choice must equal the sweep's on every test prompt.
 
 Protocol (DESIGN.md section 1, issue 4 item 7, issue 8):
 
@@ -17,22 +20,32 @@ Protocol (DESIGN.md section 1, issue 4 item 7, issue 8):
   first N_val items of the other (the S_val pool, 1,102), N_val ∈ {100, 300,
   all of the pool}, so the S_val sets are nested. 5 seeds (the seed draws the
   split and seeds K-means).
-- Every setting is chosen on a held-out 30% of train, never on test: K from
-  {5, 10, 25, 50} and K-NN's k from {5, 10, 25, 50} (cosine), each by the mean
-  Area over 3 seeds with the whole S_val pool, the other 70% of train split
-  into a fit half and an S_val pool exactly as above; and the truncation
-  strategy by the best held-out Area at its K. Test Areas of every strategy
-  and every k are reported too, with the chosen ones marked.
+- Every setting is chosen on a held-out 30% of train, never on test, for each
+  N_val separately (the S_val size is known when a clustering is fitted): the
+  K-means K from {5, 10, 25, 50}, the LearnedMap K from {5, 10, 25}, K-NN's k
+  from {5, 10, 25, 50, 75, 100, 150, 200} (cosine), and which map UniRoute
+  uses, each by the mean Area over 3 seeds, the other 70% of train split into
+  a fit half and an S_val pool exactly as above. A K whose Area is within
+  0.001 of the best counts as a tie and the smaller K wins (the rule of
+  ``sidecar fit -k auto``); K-NN takes its best k. The truncation strategy is
+  chosen by the best held-out Area with all labels. Test Areas of every
+  strategy, map and k are reported too, with the chosen ones marked.
+- The LearnedMap is trained on the fit half only, with the 11 LLMs' labels on
+  those prompts (``fit --map learned --train-results``): S_val, held-out and
+  test labels never reach it.
 - Baselines on the same S_val: ZeroRouter (a K = 1 clustering through the same
   server), K-NN (its chosen k), the λ-swept Oracle, every single model, and the
   hull of the single models' test points.
-- Curves, Area and QNC: see ``bench/deferral.py``.
+- Curves, Area and QNC: see ``sidecar/_deferral.py`` (``bench.deferral``).
+- ``sidecar fit -k auto`` (``sidecar._choose_k``) is also run on the whole of
+  train for each map, and its Area-vs-K curve and choice are reported.
 
 Embeddings are cached under bench/out/cache/, keyed by the embedder's
 fingerprint (which covers the truncation) and the data file's sha256. A cold
 cache costs 2-4 minutes of embedding per strategy on 2 busy cores (3,150 long
-prompts, one at a time); warm, the full run takes about 5-10 minutes and
-``--quick`` about 15 s.
+prompts, one at a time); warm, the full run takes about 30-60 minutes (it
+trains a LearnedMap for every held-out and test run) and ``--quick`` about
+40 s.
 
     python -m bench.quality [--data DIR] [--quick] [--truncation head tail head_tail]
                             [--time-limit 2400]
@@ -61,7 +74,9 @@ from bench import deferral
 from bench._common import BENCH_DIR, OUT_DIR, add_time_limit, guarded, record, verdict
 from bench.routerbench import data_dir, read_rows
 from sidecar import Embedder, ServerConfig, default_embedder_dir, serve
+from sidecar._choose_k import TOLERANCE, choose_k
 from sidecar._clustering import Clustering, fit_clustering, save_clustering
+from sidecar._learned_map import fit_learned_clustering
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -70,6 +85,9 @@ TRUNCATIONS = ("head", "tail", "head_tail")
 N_VALS = (100, 300, 0)  # 0 means the whole S_val pool
 SEEDS = 5
 K_GRID = (5, 10, 25, 50)
+LEARNED_K_GRID = (5, 10, 25)
+KMEANS, LEARNED = "UniRoute K-means", "UniRoute LearnedMap"
+UNIROUTE = "UniRoute (map chosen on held-out train)"
 GRID_SEEDS = 3
 HOLDOUT = 0.3
 HOLDOUT_SEED = 20250211
@@ -77,19 +95,21 @@ HOLDOUT_SEED = 20250211
 # of RouterBench's train makes the largest S_val 1,102 items, the top of DESIGN.md's
 # 10^2-10^3 range, and leaves 1,103 prompts for K-means (K <= 50).
 VAL_POOL = 0.5
-KNN_KS = (5, 10, 25, 50)
+KNN_KS = (5, 10, 25, 50, 75, 100, 150, 200)
 CHECK_LAMBDAS = (0.0, 0.1, 0.5)  # routed by the server itself and compared with the sweep
 TEXT_CHECK = 24  # test prompts routed by text, to show the cache matches the server's embedder
 QUICK_N_VAL = 300
 QUICK_SEEDS = 2
 QUICK_K = 5
 QUICK_KNN_K = 50
+AUTO_N_VAL = 300  # the S_val size `fit -k auto` simulates in the report
+QUICK_CHOICE = {"k": QUICK_K, "learned_k": QUICK_K, "knn_k": QUICK_KNN_K, "map": "learned"}
 BATCH = 200  # requests per RouteBatch call (keeps messages far below gRPC's 4 MB)
 CACHE_DIR = OUT_DIR / "cache"
 PLOT = BENCH_DIR / "deferral_curves.png"
-GOAL_GAIN_300 = 0.02
+GOAL_GAIN_300 = 0.025
 GOAL_GAIN_ALL = 0.03
-TIME_LIMIT_S = 40 * 60
+TIME_LIMIT_S = 90 * 60
 
 
 @dataclass(frozen=True)
@@ -158,7 +178,7 @@ def embed_cached(embedder: Embedder, split: Split) -> npt.NDArray[np.float32]:
 class Served:
     """What the sidecar answered for the test prompts."""
 
-    expected_error: FloatArray  # (N, M): Ψ(m)[cluster of prompt], registration order
+    expected_error: FloatArray  # (N, M): the kernel's expected error term, registration order
     model_cost: FloatArray  # (M,): registered cost, as the server reports it
     clusters: IntArray  # (N,)
     checks: dict[str, dict[str, Any]]  # per check λ: agreement with the sweep
@@ -225,13 +245,16 @@ def serve_and_route(
                     )
                 )
             router = router_pb2_grpc.RouterStub(channel)
-            responses = _route_all(router, test_vectors)
+            # At λ = 0 a score is exactly the expected error the kernel adds λ·cost to
+            # (Ψ[cluster], or Σ_k Φ_k Ψ_k under a LearnedMap), so the sweep below
+            # reproduces the server's decision at every λ bit for bit.
+            responses = _route_all(router, test_vectors, cost_weight=0.0)
             names = [s.model for s in responses[0].scores]
             if names != list(models):
                 raise RuntimeError(f"unexpected model order in scores: {names}")
             if len({r.revision for r in responses}) != 1:
                 raise RuntimeError("test prompts were routed from different table revisions")
-            err = np.asarray([[s.expected_error for s in r.scores] for r in responses])
+            err = np.asarray([[s.score for s in r.scores] for r in responses])
             cost = np.asarray([s.cost for s in responses[0].scores])
             clusters = np.asarray([r.cluster for r in responses], dtype=np.int64)
             checks = {}
@@ -280,6 +303,17 @@ def nval_label(n_val: int, n_pool: int) -> str:
     return f"all ({n_pool})" if n_val <= 0 or n_val >= n_pool else str(n_val)
 
 
+def select_label(n_val: int) -> str:
+    """The key of an N_val in the held-out choices: "100", "300" or "all"."""
+    return "all" if n_val <= 0 else str(n_val)
+
+
+def smallest_within_tolerance(areas: dict[int, float]) -> int:
+    """The smallest K whose Area is within TOLERANCE of the best (``fit -k auto``'s rule)."""
+    best = max(areas.values())
+    return min(k for k, a in areas.items() if a >= best - TOLERANCE)
+
+
 def summarise(values: Sequence[float]) -> dict[str, Any]:
     """Mean and sample std (None when a value is infinite), the values, and how many are inf."""
     a = np.asarray(values, dtype=np.float64)
@@ -322,19 +356,34 @@ class Evaluator:
             for t in sorted(set(self.test.tasks))
         }
 
-    def fit(self, fit_idx: IntArray, val_idx: IntArray, k: int, seed: int) -> Clustering:
-        """K-means on train rows ``fit_idx``; S_val = rows ``val_idx``, which must be disjoint."""
+    def fit(
+        self, fit_idx: IntArray, val_idx: IntArray, k: int, seed: int, learned: bool = False
+    ) -> Clustering:
+        """K-means (or a LearnedMap trained with the 11 LLMs' labels on the same rows) on
+        train rows ``fit_idx``; S_val = rows ``val_idx``, which must be disjoint."""
         shared = np.intersect1d(fit_idx, val_idx)
         if shared.size:
-            raise ValueError(f"{shared.size} S_val items are in the K-means fit set")
-        return fit_clustering(
+            raise ValueError(f"{shared.size} S_val items are in the fit set")
+        args = (
             self.train_vectors[fit_idx],
             [self.train.ids[i] for i in val_idx],
             self.train_vectors[val_idx],
-            k=k,
-            embedder_fingerprint=self.embedder.fingerprint,
-            seed=seed,
-            info={"bench": "quality", "truncation": self.truncation},
+        )
+        info: dict[str, object] = {"bench": "quality", "truncation": self.truncation}
+        if learned and k > 1:
+            clustering, _ = fit_learned_clustering(
+                args[0],
+                self.train.correct[fit_idx],
+                args[1],
+                args[2],
+                k=k,
+                embedder_fingerprint=self.embedder.fingerprint,
+                seed=seed,
+                info=info,
+            )
+            return clustering
+        return fit_clustering(
+            *args, k=k, embedder_fingerprint=self.embedder.fingerprint, seed=seed, info=info
         )
 
     def route(
@@ -362,14 +411,19 @@ class Evaluator:
         )
 
     def choose_settings(
-        self, k_grid: Sequence[int], knn_ks: Sequence[int], seeds: int
+        self,
+        k_grid: Sequence[int],
+        learned_grid: Sequence[int],
+        knn_ks: Sequence[int],
+        seeds: int,
+        n_vals: Sequence[int] = N_VALS,
     ) -> dict[str, Any]:
-        """K and K-NN's k by Area on a held-out 30% of train, never on test.
+        """K per map, the map, and K-NN's k by Area on a held-out 30% of train, never on test.
 
-        The other 70% is split per seed like train in `evaluate`: K-means on its
-        fit half, S_val = all of (or 300 from) its S_val pool. Models register
-        with their mean cost on that 70%, so nothing about the held-out rows but
-        the prompts' embeddings reaches the router.
+        The other 70% is split per seed like train in `evaluate`: the map on its
+        fit half, S_val = the first N_val of its S_val pool, for each N_val. Models
+        register with their mean cost on that 70%, so nothing about the held-out
+        rows but the prompts' embeddings reaches the router.
         """
         n = len(self.train)
         perm = np.random.default_rng(HOLDOUT_SEED).permutation(n)
@@ -386,17 +440,22 @@ class Evaluator:
             return deferral.hull_area(deferral.deferral_points(chosen, correct, cost, norm_cost))
 
         grid: dict[str, dict[str, Any]] = {}
+        learned: dict[str, dict[str, Any]] = {}
         knn_grid: dict[str, dict[str, Any]] = {}
-        for label, n_val in (("all", 0), ("300", 300)):
+        chosen: dict[str, dict[str, Any]] = {}
+        for n_val in n_vals:
+            label = select_label(n_val)
             areas: dict[int, list[float]] = {k: [] for k in (1, *k_grid)}
+            learned_areas: dict[int, list[float]] = {k: [] for k in learned_grid}
             knn_areas: dict[int, list[float]] = {kk: [] for kk in knn_ks}
             for seed in range(seeds):
                 fit_pos, pool_pos = fit_and_pool(rest.size, seed)
                 fit_idx, val_idx = rest[fit_pos], rest[val_subset(pool_pos, n_val)]
-                for k in areas:
-                    clustering = self.fit(fit_idx, val_idx, k, seed)
-                    served = self.route(clustering, val_idx, hold_vectors, rest_cost)
-                    areas[k].append(area(served.expected_error, served.model_cost))
+                for map_areas, is_learned in ((areas, False), (learned_areas, True)):
+                    for k in map_areas:
+                        clustering = self.fit(fit_idx, val_idx, k, seed, learned=is_learned)
+                        served = self.route(clustering, val_idx, hold_vectors, rest_cost)
+                        map_areas[k].append(area(served.expected_error, served.model_cost))
                 val_error = 1.0 - self.train.correct[val_idx]
                 for kk in knn_areas:
                     err = deferral.knn_expected_error(
@@ -404,32 +463,47 @@ class Evaluator:
                     )
                     knn_areas[kk].append(area(err, rest_cost))
             grid[label] = {str(k): summarise(v) for k, v in areas.items()}
+            learned[label] = {str(k): summarise(v) for k, v in learned_areas.items()}
             knn_grid[label] = {str(kk): summarise(v) for kk, v in knn_areas.items()}
-        best = max(k_grid, key=lambda k: grid["all"][str(k)]["mean"])
-        best_knn = max(knn_ks, key=lambda kk: knn_grid["all"][str(kk)]["mean"])
+            k_best = smallest_within_tolerance({k: grid[label][str(k)]["mean"] for k in k_grid})
+            l_best = smallest_within_tolerance(
+                {k: learned[label][str(k)]["mean"] for k in learned_grid}
+            )
+            km_area, lm_area = grid[label][str(k_best)]["mean"], learned[label][str(l_best)]["mean"]
+            chosen[label] = {
+                "k": k_best,
+                "learned_k": l_best,
+                "knn_k": int(max(knn_ks, key=lambda kk: knn_grid[label][str(kk)]["mean"])),
+                "map": "learned" if lm_area > km_area else "kmeans",
+                "held_out_area": max(km_area, lm_area),
+            }
+            log(f"   held-out N_val={label}: {chosen[label]}")
         return {
             "holdout": int(hold.size),
             "fit": fit_size,
             "val_pool": pool_size,
             "seeds": seeds,
             "grid": grid,
+            "learned_grid": learned,
             "knn_grid": knn_grid,
-            "chosen_k": int(best),
-            "chosen_knn_k": int(best_knn),
+            "chosen": chosen,
+            "chosen_k": chosen["all"]["k"],
+            "chosen_knn_k": chosen["all"]["knn_k"],
         }
 
     def evaluate(
         self,
-        k: int,
-        knn_k: int,
+        choices: dict[str, dict[str, Any]],
         n_vals: Sequence[int],
         seeds: int,
         keep_points_for: int | None = 0,
     ) -> dict[str, Any]:
         """The protocol on test.jsonl for every N_val and seed.
 
-        ``k`` and ``knn_k`` were chosen on held-out train; every K-NN k in KNN_KS is
-        reported, ``knn_k`` is the one compared against.
+        ``choices[select_label(n_val)]`` holds the settings chosen on held-out
+        train for that N_val (K per map, the map, K-NN's k); every K-NN k in
+        KNN_KS is reported too. Every UniRoute run is also routed by the server
+        itself at CHECK_LAMBDAS and compared with the sweep, prompt by prompt.
         """
         test, train = self.test, self.train
         norm_cost = float(test.cost.mean(axis=0).max())
@@ -445,8 +519,8 @@ class Evaluator:
         splits = [fit_and_pool(len(train), seed) for seed in range(seeds)]
         n_pool = splits[0][1].size
         out: dict[str, Any] = {
-            "k": k,
-            "knn_k": knn_k,
+            "k": choices["all"]["k"] if "all" in choices else next(iter(choices.values()))["k"],
+            "knn_k": next(iter(choices.values()))["knn_k"],
             "fit_size": int(splits[0][0].size),
             "val_pool": int(n_pool),
             "norm_cost_usd": norm_cost,
@@ -470,6 +544,7 @@ class Evaluator:
         curves: dict[str, Any] = {}
         for n_val in n_vals:
             label = nval_label(n_val, n_pool)
+            choice = choices[select_label(n_val)]
             area: dict[str, list[float]] = {}
             qncs: dict[str, list[float]] = {}
             checks: list[dict[str, Any]] = []
@@ -478,18 +553,26 @@ class Evaluator:
                 val_error = 1.0 - train.correct[val_idx]
                 first = seed == 0 and n_val == n_vals[-1]
                 points: dict[str, FloatArray] = {}
-                for name, kk in ((f"UniRoute K={k}", k), ("ZeroRouter", 1)):
+                runs = (
+                    (KMEANS, choice["k"], False),
+                    (LEARNED, choice["learned_k"], True),
+                    ("ZeroRouter", 1, False),
+                )
+                for name, kk, learned in runs:
+                    uniroute = name != "ZeroRouter"
                     served = self.route(
-                        self.fit(fit_idx, val_idx, kk, seed),
+                        self.fit(fit_idx, val_idx, kk, seed, learned=learned),
                         val_idx,
                         self.test_vectors,
-                        check_lambdas=CHECK_LAMBDAS if first else (),
-                        text_prompts=test.prompts[:TEXT_CHECK] if first and kk > 1 else (),
+                        check_lambdas=CHECK_LAMBDAS if uniroute else (),
+                        text_prompts=test.prompts[:TEXT_CHECK] if first and uniroute else (),
                     )
-                    if first:
+                    if uniroute:
                         checks.append(
                             {
                                 "router": name,
+                                "k": kk,
+                                "seed": seed,
                                 "lambdas": served.checks,
                                 "text_cluster_agreement": served.text_clusters_agree,
                             }
@@ -500,6 +583,7 @@ class Evaluator:
                     points[name] = deferral.deferral_points(
                         chosen, test.correct, test.cost, norm_cost
                     )
+                points[UNIROUTE] = points[LEARNED if choice["map"] == "learned" else KMEANS]
                 for kk in KNN_KS:
                     if kk > val_idx.size:
                         continue
@@ -510,28 +594,37 @@ class Evaluator:
                     points[f"K-NN k={kk}"] = deferral.deferral_points(
                         chosen, test.correct, test.cost, norm_cost
                     )
+                points[KNN_CHOSEN] = points[f"K-NN k={min(choice['knn_k'], val_idx.size)}"]
                 for name, p in points.items():
                     area.setdefault(name, []).append(deferral.hull_area(p))
                     qncs.setdefault(name, []).append(deferral.qnc(p, target))
                 if keep_points_for is not None and n_val == keep_points_for and seed == 0:
                     curves = {name: p.tolist() for name, p in points.items()}
                     curves["Oracle"] = oracle_points.tolist()
-            uni, zero = f"UniRoute K={k}", "ZeroRouter"
-            diffs = [u - z for u, z in zip(area[uni], area[zero], strict=True)]
+
+            def paired(a: str, b: str, area: dict[str, list[float]] = area) -> dict[str, Any]:
+                return summarise([x - y for x, y in zip(area[a], area[b], strict=True)])
+
             out["by_n_val"][label] = {
                 "n_val": int(val_idx.size),
+                "chosen": choice,
                 "area": {name: summarise(v) for name, v in area.items()},
                 "qnc": {name: summarise(v) for name, v in qncs.items()},
-                "uniroute_minus_zero": summarise(diffs),
+                "uniroute_minus_zero": paired(UNIROUTE, "ZeroRouter"),
+                "uniroute_minus_knn": paired(UNIROUTE, KNN_CHOSEN),
+                "learned_minus_kmeans": paired(LEARNED, KMEANS),
                 "server_checks": checks,
             }
         out["curves"] = curves
         return out
 
 
+KNN_CHOSEN = "K-NN, k chosen on held-out train"
+
+
 def knn_name(result: dict[str, Any]) -> str:
-    """The K-NN baseline compared against: its k was chosen on held-out train."""
-    return f"K-NN k={result['knn_k']}"
+    """The K-NN baseline compared against: its k was chosen on held-out train per N_val."""
+    return KNN_CHOSEN
 
 
 def fmt(s: dict[str, Any], digits: int = 4) -> str:
@@ -543,35 +636,69 @@ def fmt(s: dict[str, Any], digits: int = 4) -> str:
 
 
 def goals(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    uni = f"UniRoute K={result['k']}"
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for label, block in result["by_n_val"].items():
         gain = block["uniroute_minus_zero"]["mean"]
+        ch = block["chosen"]
+        k = ch["learned_k"] if ch["map"] == "learned" else ch["k"]
+        base = {"map": ch["map"], "k": k}
         if block["n_val"] == 300:
-            out["gain_300"] = {"want": GOAL_GAIN_300, "got": gain, "pass": gain >= GOAL_GAIN_300}
+            out["gain_300"] = {
+                **base,
+                "want": GOAL_GAIN_300,
+                "got": gain,
+                "pass": gain >= GOAL_GAIN_300,
+            }
         if label.startswith("all"):
-            out["gain_all"] = {"want": GOAL_GAIN_ALL, "got": gain, "pass": gain >= GOAL_GAIN_ALL}
-        knn = knn_name(result)
-        got = block["area"][uni]["mean"] - block["area"][knn]["mean"]
-        out[f"beats_knn_{block['n_val']}"] = {"knn": knn, "got": got, "pass": got >= 0.0}
+            out["gain_all"] = {
+                **base,
+                "want": GOAL_GAIN_ALL,
+                "got": gain,
+                "pass": gain >= GOAL_GAIN_ALL,
+            }
+        d = block["uniroute_minus_knn"]
+        out[f"beats_knn_{block['n_val']}"] = {
+            **base,
+            "knn_k": ch["knn_k"],
+            "got": d["mean"],
+            "std": d["std"],
+            "pass": d["mean"] >= 0.0,
+        }
+    checks = [c for b in result["by_n_val"].values() for c in b["server_checks"]]
+    agree = sum(v["agree"] for c in checks for v in c["lambdas"].values())
+    total = sum(v["n"] for c in checks for v in c["lambdas"].values())
+    out["served_equals_sweep"] = {
+        "agree": agree,
+        "n": total,
+        "runs": len(checks),
+        "pass": total > 0 and agree == total,
+    }
     return out
 
 
 def goal_lines(g: dict[str, dict[str, Any]]) -> list[str]:
     lines = []
     for key, v in g.items():
+        if key == "served_equals_sweep":
+            lines.append(
+                f"- {verdict(v['pass'])}: the server's own choice equals the offline sweep's on "
+                f"{v['agree']}/{v['n']} test decisions ({v['runs']} UniRoute server runs, every "
+                f"test prompt at λ ∈ {{{', '.join(f'{lam:g}' for lam in CHECK_LAMBDAS)}}})"
+            )
+            continue
+        what = f"UniRoute ({v['map']}, K = {v['k']})"
         if key.startswith("gain"):
             n = "300" if key == "gain_300" else "all"
             lines.append(
-                f"- {verdict(v['pass'])}: UniRoute − ZeroRouter Area at N_val = {n} is "
-                f"{v['got']:+.4f} (goal ≥ +{v['want']:.2f})"
+                f"- {verdict(v['pass'])}: {what} − ZeroRouter Area at N_val = {n} is "
+                f"{v['got']:+.4f} (goal ≥ +{v['want']:.3f})"
             )
         else:
             n = key.rsplit("_", 1)[1]
             lines.append(
-                f"- {verdict(v['pass'])}: UniRoute − K-NN ({v['knn']}, k chosen on held-out "
-                f"train) Area at "
-                f"N_val = {n} is {v['got']:+.4f} (goal ≥ 0)"
+                f"- {verdict(v['pass'])}: {what} − K-NN (k = {v['knn_k']}, chosen on held-out "
+                f"train) Area at N_val = {n} is {v['got']:+.4f} ± {v['std']:.4f} (paired by "
+                "seed; goal ≥ 0)"
             )
     return lines
 
@@ -609,7 +736,8 @@ def plot(result: dict[str, Any], n_label: str, path: Path) -> None:
     curves = {n: np.asarray(p) for n, p in result["curves"].items()}
     knn = knn_name(result)
     styles = [
-        (uni_name(result), "tab:blue", "-"),
+        (KMEANS, "tab:blue", "-"),
+        (LEARNED, "tab:purple", "-"),
         ("ZeroRouter", "tab:orange", "--"),
         (knn, "tab:green", "-."),
         ("Oracle", "tab:gray", ":"),
@@ -647,26 +775,27 @@ def plot(result: dict[str, Any], n_label: str, path: Path) -> None:
             ax.set_ylim(0.5, 1.0)
             ax.set_xlabel("normalised cost (mean cost / gpt-4's mean cost)")
             ax.set_title("deferral curves (hulls of each router's λ points)", fontsize=10)
+    ch = result["by_n_val"][n_label]["chosen"]
     fig.suptitle(
         f"RouterBench test (945 prompts): N_val = {n_label}, seed 0, "
-        f"truncation {result['truncation']}, K = {result['k']}",
+        f"truncation {result['truncation']}, K-means K = {ch['k']}, LearnedMap K = "
+        f"{ch['learned_k']}, K-NN k = {ch['knn_k']}",
         fontsize=11,
     )
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0.0, 0.06, 1.0, 1.0))
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0.0, 0.09, 1.0, 1.0))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def uni_name(result: dict[str, Any]) -> str:
-    return f"UniRoute K={result['k']}"
+    return UNIROUTE
 
 
 def selection_area(result: dict[str, Any]) -> float:
-    """Held-out train Area of the strategy's chosen K with all labels (no test data)."""
-    sel = result["k_selection"]
-    return float(sel["grid"]["all"][str(sel["chosen_k"])]["mean"])
+    """Held-out train Area of the strategy's chosen map and K with all labels (no test data)."""
+    return float(result["k_selection"]["chosen"]["all"]["held_out_area"])
 
 
 def choose_truncation(results: dict[str, Any]) -> str:
@@ -694,7 +823,7 @@ def paired_vs(results: dict[str, Any], truncation: str, base: str) -> dict[str, 
 def truncation_table(results: dict[str, Any]) -> str:
     labels = list(next(iter(results.values()))["by_n_val"])
     head = (
-        "| truncation | K | "
+        "| truncation | map (all), K-means K / LearnedMap K | "
         + " | ".join(f"UniRoute N_val = {lab}" for lab in labels)
         + " | ZeroRouter (all) | K-NN, chosen k (all) | UniRoute − ZeroRouter (all) |\n"
         + "|---|---|"
@@ -708,8 +837,9 @@ def truncation_table(results: dict[str, Any]) -> str:
         last = blocks[labels[-1]]
         knn = knn_name(result)
         cells = [fmt(blocks[lab]["area"][uni]) for lab in labels]
+        ch = last["chosen"]
         rows.append(
-            f"| {result['truncation']} | {result['k']} | "
+            f"| {result['truncation']} | {ch['map']}, {ch['k']} / {ch['learned_k']} | "
             + " | ".join(cells)
             + f" | {fmt(last['area']['ZeroRouter'])} | {fmt(last['area'][knn])} ({knn}) "
             + f"| {fmt(last['uniroute_minus_zero'], 4)} |"
@@ -718,24 +848,54 @@ def truncation_table(results: dict[str, Any]) -> str:
 
 
 def grid_table(result: dict[str, Any]) -> str:
-    """Held-out Area of every K (ZeroRouter is K = 1) and every K-NN k; chosen ones bold."""
+    """Held-out Area of every K per map (ZeroRouter is K = 1) and every K-NN k; chosen bold."""
     sel = result["k_selection"]
-    ks, knns = list(sel["grid"]["all"]), list(sel["knn_grid"]["all"])
-    heads = ["ZeroRouter" if k == "1" else f"K={k}" for k in ks] + [f"K-NN k={k}" for k in knns]
-    head = "| S_val | " + " | ".join(heads) + " |\n"
-    head += "|---|" + "---|" * len(heads) + "\n"
+    first = next(iter(sel["grid"]))
+    ks, lks = list(sel["grid"][first]), list(sel["learned_grid"][first])
+    knns = list(sel["knn_grid"][first])
+    heads = (
+        ["ZeroRouter" if k == "1" else f"K-means K={k}" for k in ks]
+        + [f"Learned K={k}" for k in lks]
+        + [f"K-NN k={k}" for k in knns]
+    )
+    head = "| S_val | " + " | ".join(heads) + " | chosen |\n"
+    head += "|---|" + "---|" * (len(heads) + 1) + "\n"
     rows = []
     for label in sel["grid"]:
+        ch = sel["chosen"][label]
         cells = []
         for which, keys, chosen in (
-            ("grid", ks, sel["chosen_k"]),
-            ("knn_grid", knns, sel["chosen_knn_k"]),
+            ("grid", ks, ch["k"]),
+            ("learned_grid", lks, ch["learned_k"]),
+            ("knn_grid", knns, ch["knn_k"]),
         ):
             for k in keys:
                 cell = fmt(sel[which][label][k])
-                cells.append(f"**{cell}**" if label == "all" and int(k) == chosen else cell)
+                cells.append(f"**{cell}**" if int(k) == chosen and k != "1" else cell)
         shown = f"all ({sel['val_pool']})" if label == "all" else label
-        rows.append(f"| {shown} | " + " | ".join(cells) + " |")
+        rows.append(f"| {shown} | " + " | ".join(cells) + f" | {ch['map']} |")
+    return head + "\n".join(rows)
+
+
+def auto_k_table(auto: dict[str, Any]) -> str:
+    """``sidecar fit -k auto``'s Area-vs-K curve per map on all of train."""
+    kinds = list(auto)
+    ks = [c["k"] for c in auto[kinds[0]]["curve"]]
+    head = "| map | " + " | ".join(f"K={k}" for k in ks) + " | chosen K |\n"
+    head += "|---|" + "---|" * (len(ks) + 1) + "\n"
+    rows = []
+    for kind in kinds:
+        info = auto[kind]
+        cells = [
+            f"{c['area_mean']:.4f} ± {c['area_std']:.4f}"
+            if c["k"] != info["k"]
+            else f"**{c['area_mean']:.4f} ± {c['area_std']:.4f}**"
+            for c in info["curve"]
+        ]
+        pools = "/".join(str(n) for n in info["llm_pools"])
+        rows.append(
+            f"| {kind} (held-out LLM pools {pools}) | " + " | ".join(cells) + f" | {info['k']} |"
+        )
     return head + "\n".join(rows)
 
 
@@ -746,6 +906,7 @@ def render(
     train: Split,
     test: Split,
     timings: dict[str, float],
+    auto: dict[str, Any] | None = None,
 ) -> str:
     best = results[winner]
     uni = uni_name(best)
@@ -756,25 +917,26 @@ def render(
         f"Winogrande; 11 LLMs). Every decision comes from an in-process `sidecar.serve` over "
         f"gRPC: models registered with `RegisterModel` from their S_val results (cost = mean "
         f"train cost), test prompts routed with `RouteBatch` from cached embeddings, the λ "
-        f"sweep ({deferral.LAMBDAS.size} values: 0 and 1e-4…1e3) recomputed from the returned "
-        f"Ψ[cluster] with the kernel's rule. Per seed, train is split at random into a K-means "
-        f"half ({best['fit_size']} prompts) and an S_val pool ({best['val_pool']}); S_val = the "
-        f"pool's first N_val items (nested), so K-means never sees an S_val item; mean ± sample "
-        f"std over {seeds} seeds (the seed draws the split and seeds K-means). K, K-NN's k and "
+        f"sweep ({deferral.LAMBDAS.size} values: 0 and 1e-4…1e3) recomputed from the "
+        f"expected errors the server returned at λ = 0 with the kernel's rule. Per seed, train "
+        f"is split at random into a fit half ({best['fit_size']} prompts: K-means, and the "
+        f"LearnedMap trained on the 11 LLMs' labels of those prompts) and an S_val pool "
+        f"({best['val_pool']}); S_val = the pool's first N_val items (nested), so no map sees "
+        f"an S_val item; mean ± sample std over {seeds} seeds (the seed draws the split and "
+        f"seeds K-means and the LearnedMap). Per N_val, each map's K, the map, K-NN's k and "
         f"the truncation are chosen on a held-out 30% of train, never on test (see Choosing "
         f"settings); every K-NN k's test Area is shown, the chosen one in bold. Cost is "
         f"normalised by the most expensive model's mean test cost "
         f"({best['best_model']}, ${best['norm_cost_usd']:.5f}). Curve = upper concave "
         f"envelope of a router's own λ points and (0, 0) (random mixing and abstaining), "
-        f"flat right of its best point; Area = its integral on [0, 1] (`bench/deferral.py`).",
+        f"flat right of its best point; Area = its integral on [0, 1] (`sidecar/_deferral.py`).",
         "",
     ]
     if quick:
         parts += [
             f"**Quick mode**: truncation {best['truncation']}, N_val = {labels[0]}, "
-            f"{seeds} seeds, fixed K = {best['k']} and K-NN k = {best['knn_k']} (the full "
-            f"run's choices); "
-            f"see the `quality` section for the full protocol.",
+            f"{seeds} seeds, fixed K = {QUICK_K} for both maps, the LearnedMap as UniRoute's "
+            f"map and K-NN k = {QUICK_KNN_K}; see the `quality` section for the full protocol.",
             "",
         ]
     if len(results) > 1:
@@ -821,9 +983,18 @@ def render(
             )
         parts.append("")
     parts += [
-        f"### Area, truncation = {best['truncation']}, K = {best['k']}",
+        f"### Area, truncation = {best['truncation']}",
         "",
         router_table(best, "area"),
+        "",
+        ("Fixed for quick mode: " if quick else "Chosen on held-out train for each N_val: ")
+        + "; ".join(
+            f"{label}: K-means K = {b['chosen']['k']}, LearnedMap K = "
+            f"{b['chosen']['learned_k']}, map = {b['chosen']['map']}, K-NN k = "
+            f"{b['chosen']['knn_k']}"
+            for label, b in best["by_n_val"].items()
+        )
+        + ".",
         "",
         "Each single model (normalised cost, quality): "
         + ", ".join(
@@ -837,15 +1008,20 @@ def render(
         "",
         router_table(best, "qnc"),
         "",
-        "### UniRoute − ZeroRouter Area, paired by seed",
+        "### Paired differences (same S_val and seeds), Area",
         "",
-        "| N_val | per seed | mean ± std |",
-        "|---|---|---|",
+        "| N_val | difference | per seed | mean ± std |",
+        "|---|---|---|---|",
     ]
     for label, block in best["by_n_val"].items():
-        d = block["uniroute_minus_zero"]
-        per_seed = ", ".join(f"{v:+.4f}" for v in d["values"])
-        parts.append(f"| {label} | {per_seed} | {fmt(d, 4)} |")
+        for key, what in (
+            ("uniroute_minus_zero", "UniRoute (chosen map) − ZeroRouter"),
+            ("uniroute_minus_knn", "UniRoute (chosen map) − K-NN (chosen k)"),
+            ("learned_minus_kmeans", "LearnedMap − K-means"),
+        ):
+            d = block[key]
+            per_seed = ", ".join(f"{v:+.4f}" for v in d["values"])
+            parts.append(f"| {label} | {what} | {per_seed} | {fmt(d, 4)} |")
     parts += ["", "### Goals (informational; they fail no test)", ""]
     ordered = [best, *(r for r in results.values() if r is not best)]
     for result in ordered:
@@ -866,30 +1042,50 @@ def render(
             sel = result["k_selection"]
             parts += [
                 f"truncation {result['truncation']}: pseudo-test {sel['holdout']} train prompts; "
-                f"of the other {sel['fit'] + sel['val_pool']}, per seed K-means on "
-                f"{sel['fit']} and S_val from the other {sel['val_pool']}. Chosen (best with the "
-                f"whole S_val pool): K = {sel['chosen_k']}, K-NN k = {sel['chosen_knn_k']}.",
+                f"of the other {sel['fit'] + sel['val_pool']}, per seed the maps on "
+                f"{sel['fit']} and S_val from the other {sel['val_pool']}. Per S_val size: each "
+                f"map's K is the smallest within {TOLERANCE} of its best (bold), the map the one "
+                "with the higher Area at its K, K-NN's k its best.",
                 "",
                 grid_table(result),
                 "",
             ]
+    if auto:
+        parts += [
+            "### `sidecar fit -k auto` on all of train",
+            "",
+            f"`sidecar._choose_k.choose_k` (what `fit -k auto --train-results` runs) on the "
+            f"{len(train)} train prompts of truncation {best['truncation']}, simulating an "
+            f"S_val of {AUTO_N_VAL}: Area (mean ± std over repetitions) of routing held-out "
+            "LLMs, by K; K-means routes all 11 LLMs (it reads no labels), the LearnedMap is "
+            "trained without the held-out pool's labels. The chosen K is the smallest within "
+            f"{TOLERANCE} of the best (bold). Areas of different maps are not comparable "
+            "(different pools).",
+            "",
+            auto_k_table(auto),
+            "",
+        ]
     parts += ["### Checks", ""]
     for result in results.values():
-        for block in result["by_n_val"].values():
+        for label, block in result["by_n_val"].items():
+            by_router: dict[str, list[int]] = {}
             for check in block["server_checks"]:
-                lams = ", ".join(
-                    f"λ={lam}: {v['agree']}/{v['n']}" for lam, v in check["lambdas"].items()
-                )
+                tally = by_router.setdefault(check["router"], [0, 0, 0])
+                tally[0] += sum(v["agree"] for v in check["lambdas"].values())
+                tally[1] += sum(v["n"] for v in check["lambdas"].values())
+                tally[2] += 1
                 text = check["text_cluster_agreement"]
-                text_note = (
-                    f"; {TEXT_CHECK} prompts routed by text land in the cluster of their cached "
-                    f"embedding: {text:.0%}"
-                    if text is not None
-                    else ""
-                )
+                if text is not None:
+                    parts.append(
+                        f"- {result['truncation']}, {check['router']}, N_val = {label}, seed "
+                        f"{check['seed']}: {TEXT_CHECK} test prompts routed by text land in the "
+                        f"cluster of their cached embedding: {text:.0%}."
+                    )
+            for router, (agree, n, runs) in by_router.items():
                 parts.append(
-                    f"- {result['truncation']}, {check['router']}, N_val = {block['n_val']}, "
-                    f"seed 0: server's own choice = sweep's choice for {lams}{text_note}."
+                    f"- {result['truncation']}, {router}, N_val = {label}: server's own choice = "
+                    f"sweep's choice on {agree}/{n} test decisions ({runs} seeds × "
+                    f"{len(CHECK_LAMBDAS)} λ × every test prompt)."
                 )
     parts += [
         "",
@@ -963,6 +1159,7 @@ def run(args: argparse.Namespace) -> int:
     train, test = load_split(train_path, models), load_split(test_path, models)
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}
+    train_vectors: dict[str, npt.NDArray[np.float32]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         for truncation in truncations:
             t0 = time.monotonic()
@@ -972,12 +1169,12 @@ def run(args: argparse.Namespace) -> int:
             t_embed = time.monotonic() - t0
             selection = None
             if args.quick:
-                k, knn_k = QUICK_K, QUICK_KNN_K
+                choices = {select_label(n): dict(QUICK_CHOICE) for n in n_vals}
             else:
-                selection = ev.choose_settings(K_GRID, KNN_KS, GRID_SEEDS)
-                k, knn_k = selection["chosen_k"], selection["chosen_knn_k"]
-                log(f"   chosen K = {k}, K-NN k = {knn_k}")
-            result = ev.evaluate(k, knn_k, n_vals, seeds, keep_points_for=n_vals[-1])
+                selection = ev.choose_settings(K_GRID, LEARNED_K_GRID, KNN_KS, GRID_SEEDS)
+                choices = selection["chosen"]
+            result = ev.evaluate(choices, n_vals, seeds, keep_points_for=n_vals[-1])
+            train_vectors[truncation] = ev.train_vectors
             result["truncation"] = ev.truncation
             result["distinct_test_vectors"] = ev.distinct_test_vectors()
             result["k_selection"] = selection
@@ -986,18 +1183,34 @@ def run(args: argparse.Namespace) -> int:
             timings[truncation] = time.monotonic() - t0
             timings[f"{truncation}_embedding_or_cache"] = t_embed
             log(f"   done in {timings[truncation]:.0f} s ({ev.runs} server runs)")
-    timings["total"] = time.monotonic() - started
-
     label_all = list(next(iter(results.values()))["by_n_val"])[-1]
     winner = choose_truncation(results)
+    auto = None
+    if not args.quick:
+        t0 = time.monotonic()
+        auto = {}
+        for kind in ("kmeans", "learned"):
+            log(f"== fit -k auto ({kind}) on train, truncation {winner}")
+            auto[kind] = choose_k(
+                train_vectors[winner],
+                train.correct,
+                train.cost.mean(axis=0),
+                n_val=AUTO_N_VAL,
+                map_kind=kind,
+                seed=0,
+                progress=lambda line: log("   " + line),
+            ).info()
+        timings["fit_k_auto"] = time.monotonic() - t0
+    timings["total"] = time.monotonic() - started
     for t in results:
         results[t]["paired_vs_chosen"] = paired_vs(results, t, winner)
     if not args.quick:
         plot(results[winner], label_all, PLOT)
     for result in results.values():
         result["goals"] = goals(result)
-    markdown = render(results, winner, args.quick, train, test, timings)
+    markdown = render(results, winner, args.quick, train, test, timings, auto)
     data = {
+        "fit_k_auto": auto,
         "quick": args.quick,
         "data_dir": str(folder),
         "models": models,
