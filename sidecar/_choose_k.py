@@ -10,7 +10,10 @@ each K of a grid and each of a few seeded repetitions:
   **held-out LLMs**: a LearnedMap is trained on the labels of the other LLMs
   only, and only the held-out LLMs are routed, so the score is that of routing
   LLMs the map never saw. K-means never reads labels, so every LLM is unseen
-  by it and one pool holds them all;
+  by it and one pool holds them all. With fewer than 4 training LLMs there is
+  no fold to hold out and still train on: the LearnedMap then trains on the
+  labels of the LLMs it routes (on the fit prompts only; the test prompts stay
+  held out);
 - the held-out pool is routed over the λ sweep with each LLM's cost, and the
   hull Area of its deferral curve (``_deferral``) is the score.
 
