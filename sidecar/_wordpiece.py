@@ -55,9 +55,18 @@ _LETTER, _PUNCT, _SPACE, _DROP = 0, 1, 2, 3
 MAX_ESCAPES = 4096  # non-ASCII chunks per text; beyond, tokenizers takes the whole text
 WORD_CACHE_SIZE = 65_536  # non-ASCII chunks remembered; cleared when full
 
+# Whole words first: a word of at most WHOLE_MAX characters that is itself a
+# vocabulary token (most English words) is one probe of an open-addressing table,
+# keyed exactly by its characters (6 bits each) and length (4 bits), instead of a
+# walk down the trie. Greedy longest match gives that token for such a word, so
+# the ids are the same; the table (~800 KB) stays in cache where the trie would not.
+WHOLE_MAX = 10
+_GOLDEN = 0x9E3779B97F4A7C15
+
 _SIG = types.UniTuple(types.int64, 2)(
     types.Array(types.uint8, 1, "C", readonly=True),  # text, UTF-8
     types.Array(types.int32, 2, "C", readonly=True),  # trie
+    types.Array(types.uint64, 2, "C", readonly=True),  # whole words: (key, id) slots
     types.Array(types.int32, 2, "C", readonly=True),  # charmap
     types.int64,  # unk id
     types.int64,  # max chars per word
@@ -67,12 +76,42 @@ _SIG = types.UniTuple(types.int64, 2)(
 
 
 @njit(nogil=True)
+def _whole(word: I32Array, length: int, whole: npt.NDArray[np.uint64]) -> int:
+    # The token id of the whole word, or -1 (not a token, or too long to key).
+    if length > WHOLE_MAX:
+        return -1
+    key = np.uint64(length)
+    shift = np.uint64(4)
+    for i in range(length):
+        key |= np.uint64(word[i]) << shift
+        shift += np.uint64(6)
+    mask = np.uint64(whole.shape[0] - 1)
+    slot = ((key * np.uint64(_GOLDEN)) >> np.uint64(32)) & mask
+    while whole[slot, 0] != np.uint64(0):
+        if whole[slot, 0] == key:
+            return int(whole[slot, 1])
+        slot = (slot + np.uint64(1)) & mask
+    return -1
+
+
+@njit(nogil=True)
 def _word(
-    word: I32Array, length: int, trie: I32Array, unk: int, max_chars: int, out: I32Array, n: int
+    word: I32Array,
+    length: int,
+    trie: I32Array,
+    whole: npt.NDArray[np.uint64],
+    unk: int,
+    max_chars: int,
+    out: I32Array,
+    n: int,
 ) -> int:
     # Greedy longest match, as tokenizers' WordPiece::tokenize; returns the new count.
     if length > max_chars:
         out[n] = unk
+        return n + 1
+    token = _whole(word, length, whole)
+    if token >= 0:
+        out[n] = token
         return n + 1
     first = n
     start = 0
@@ -103,6 +142,7 @@ def _word(
 def utf8_ids(
     text: npt.NDArray[np.uint8],
     trie: I32Array,
+    whole: npt.NDArray[np.uint64],
     charmap: I32Array,
     unk: int,
     max_chars: int,
@@ -151,12 +191,12 @@ def utf8_ids(
                 length += 1
             elif kind == _PUNCT:
                 if length:
-                    n = _word(word, length, trie, unk, max_chars, out, n)
+                    n = _word(word, length, trie, whole, unk, max_chars, out, n)
                     length = 0
                 out[n] = charmap[b, 1]
                 n += 1
         if length:
-            n = _word(word, length, trie, unk, max_chars, out, n)
+            n = _word(word, length, trie, whole, unk, max_chars, out, n)
         pos = end
     return n, n_escapes
 
@@ -173,6 +213,7 @@ class WordPiece:
 
     tokenizer: Tokenizer
     trie: I32Array | None  # None: this tokenizer.json is not the recipe the fast path knows
+    whole: npt.NDArray[np.uint64]  # whole-word slots (key, id); see WHOLE_MAX
     charmap: I32Array
     unk: int
     max_chars: int
@@ -196,6 +237,7 @@ class WordPiece:
         return cls(
             tokenizer=tokenizer,
             trie=trie,
+            whole=_whole_words(vocab),
             charmap=charmap if charmap is not None else np.zeros((128, 2), np.int32),
             unk=unk,
             max_chars=int(model.get("max_input_chars_per_word", 100)),
@@ -213,7 +255,8 @@ class WordPiece:
         raw = text.encode("utf-8")
         out = np.empty(len(raw), dtype=np.int32)
         escapes = np.empty((min(len(raw) // 2 + 1, MAX_ESCAPES), 2), dtype=np.int64)
-        n, n_escapes = utf8_ids(np.frombuffer(raw, np.uint8), self.trie, self.charmap, self.unk,
+        text_bytes = np.frombuffer(raw, np.uint8)
+        n, n_escapes = utf8_ids(text_bytes, self.trie, self.whole, self.charmap, self.unk,
                                 self.max_chars, out, escapes)  # fmt: skip
         if n_escapes == 0:
             return out[:n]
@@ -279,6 +322,27 @@ def _charmap(vocab: Mapping[str, int]) -> I32Array | None:
                 return None
             out[b] = (_PUNCT, vocab[c])
     return out
+
+
+def _whole_words(vocab: Mapping[str, int]) -> npt.NDArray[np.uint64]:
+    """Open addressing (linear probing, under half full) of the word-initial tokens of
+    at most WHOLE_MAX alphabet characters: slot -> (key, id), key 0 = empty."""
+    column = {c: i for i, c in enumerate(ALPHABET)}
+    words = [
+        (t, i) for t, i in vocab.items()
+        if 0 < len(t) <= WHOLE_MAX and all(c in column for c in t)
+    ]  # fmt: skip
+    size = 1 << max(4, (2 * len(words)).bit_length())
+    table = np.zeros((size, 2), dtype=np.uint64)
+    for token, token_id in sorted(words, key=lambda kv: kv[1]):
+        key = len(token)
+        for i, c in enumerate(token):
+            key |= column[c] << (4 + 6 * i)
+        slot = (((key * _GOLDEN) & (2**64 - 1)) >> 32) & (size - 1)
+        while table[slot, 0]:
+            slot = (slot + 1) & (size - 1)
+        table[slot] = (key, token_id)
+    return table
 
 
 def _trie(vocab: Mapping[str, int]) -> I32Array:

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from sidecar._wordpiece import WordPiece, utf8_ids
+from sidecar._wordpiece import WHOLE_MAX, WordPiece, utf8_ids
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,8 @@ def test_non_ascii_chunks_are_escaped_to_the_caller(wordpiece: WordPiece) -> Non
     out = np.empty(64, np.int32)
     escapes = np.empty((8, 2), np.int64)
     assert wordpiece.trie is not None
-    args = (wordpiece.trie, wordpiece.charmap, wordpiece.unk, wordpiece.max_chars, out, escapes)
+    tables = (wordpiece.trie, wordpiece.whole, wordpiece.charmap)
+    args = (*tables, wordpiece.unk, wordpiece.max_chars, out, escapes)
     raw = b"hello world"
     assert utf8_ids(np.frombuffer(raw, np.uint8), *args) == (2, 0)
     raw = "un café, s'il vous plaît".encode()
@@ -116,7 +117,7 @@ def test_non_ascii_chunks_are_escaped_to_the_caller(wordpiece: WordPiece) -> Non
     assert k == 2 and (out[:n] < 0).sum() == 2
     assert [raw[s:e].decode() for s, e in escapes[:k]] == ["café,", "plaît"]
     tiny = np.empty((1, 2), np.int64)
-    short = (wordpiece.trie, wordpiece.charmap, wordpiece.unk, wordpiece.max_chars, out, tiny)
+    short = (*tables, wordpiece.unk, wordpiece.max_chars, out, tiny)
     assert utf8_ids(np.frombuffer(raw, np.uint8), *short) == (-1, -1)
     assert wordpiece.ids("un café, s'il vous plaît").size > 0
 
@@ -139,3 +140,17 @@ def test_an_unfamiliar_tokenizer_uses_tokenizers_only(tokenizer_path: Path, tmp_
     tok = Tokenizer.from_file(str(changed))
     tok.no_padding()
     assert wp.ids("Hello World").tolist() == tok.encode("Hello World", add_special_tokens=False).ids
+
+
+def test_whole_words_take_one_probe_and_agree_with_the_trie(
+    wordpiece: WordPiece, reference: Tokenizer
+) -> None:
+    """Every vocabulary word of up to WHOLE_MAX letters is in the table, with its own id."""
+    vocab = reference.get_vocab()
+    words = [t for t in vocab if 0 < len(t) <= WHOLE_MAX and t.isalnum() and t.isascii()]
+    words = [t for t in words if t == t.lower()]
+    assert len(words) > 20_000
+    occupied = int(np.count_nonzero(wordpiece.whole[:, 0]))
+    assert occupied == len(words) and occupied < wordpiece.whole.shape[0] / 2
+    text = " ".join(words)
+    assert wordpiece.ids(text).tolist() == [vocab[w] for w in words]
