@@ -44,9 +44,9 @@ from bench.quality import (
     GRID_SEEDS,
     K_GRID,
     KNN_KS,
+    LEARNED_K_GRID,
     N_VALS,
-    QUICK_K,
-    QUICK_KNN_K,
+    QUICK_CHOICE,
     QUICK_N_VAL,
     QUICK_SEEDS,
     SEEDS,
@@ -54,6 +54,7 @@ from bench.quality import (
     Split,
     load_split,
     log,
+    select_label,
     selection_area,
     sha256_file,
     summarise,
@@ -158,6 +159,12 @@ class EmbedderEvaluator(Evaluator):
         self.runs = 0
 
 
+def choice_label(choices: dict[str, dict[str, Any]]) -> str:
+    """The map and K chosen with all labels, e.g. "kmeans K=5"."""
+    c = choices[select_label(0)] if select_label(0) in choices else next(iter(choices.values()))
+    return f"{c['map']} K={c['learned_k'] if c['map'] == 'learned' else c['k']}"
+
+
 def paired(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """UniRoute Area of a minus b per N_val, paired by seed (same splits and S_val)."""
     out = {}
@@ -219,18 +226,21 @@ def run(args: argparse.Namespace) -> int:
                 ev = EmbedderEvaluator(name, embedder, models, train, test, work)
             selection = None
             if args.quick:
-                k, knn_k = QUICK_K, QUICK_KNN_K
+                choices = {select_label(n): dict(QUICK_CHOICE) for n in n_vals}
             else:
-                selection = ev.choose_settings(K_GRID, KNN_KS, GRID_SEEDS)
-                k, knn_k = selection["chosen_k"], selection["chosen_knn_k"]
-            result = ev.evaluate(k, knn_k, n_vals, seeds, keep_points_for=None)
+                selection = ev.choose_settings(K_GRID, LEARNED_K_GRID, KNN_KS, GRID_SEEDS)
+                choices = selection["chosen"]
+            result = ev.evaluate(choices, n_vals, seeds, keep_points_for=None)
             result["k_selection"] = selection
+            result["choices"] = choices
             result["name"] = name
             results[name] = result
             timings[name] = time.monotonic() - t0
-            log(f"   K = {k}, done in {timings[name]:.0f} s")
+            log(f"   {choice_label(choices)}, done in {timings[name]:.0f} s")
     markdown, data = report(results, args.quick, timings)
-    record("quality_static_quick" if args.quick else "quality_static", data, markdown)
+    # A run of some series only keeps the full run's section: it gets its own.
+    section = "quality_static" + ("_quick" if args.quick else "") + ("_only" if args.only else "")
+    record(section, data, markdown)
     return 0
 
 
@@ -249,11 +259,12 @@ def report(
     chosen = max(recipes, key=lambda n: held_out[n]) if recipes else None
     lines = [
         "RouterBench, the protocol of the `quality` section (bench/quality.py's Evaluator: "
-        "K and K-NN's k chosen on a held-out 30% of train, K-means never on S_val, "
+        "the map (K-means or LearnedMap), its K and K-NN's k chosen on a held-out 30% of "
+        "train per N_val, the map never fitted on S_val, "
         f"{len(next(iter(base['by_n_val'].values()))['area'][uni_name(base)]['values'])} seeds). "
-        "UniRoute test Area, mean ± std; K chosen per series.",
+        "UniRoute test Area, mean ± std; map and K chosen per series (shown: with all labels).",
         "",
-        "| series | K | "
+        "| series | map, K | "
         + " | ".join(f"N_val = {lab}" for lab in labels)
         + " | held-out Area (all) |",
         "|---|---|" + "---|" * (len(labels) + 1),
@@ -265,7 +276,8 @@ def report(
             for lab in labels
         ]
         hold = f"{held_out[name]:.4f}" if name in held_out else "—"
-        lines.append(f"| {name} | {r['k']} | " + " | ".join(cells) + f" | {hold} |")
+        shown = choice_label(r["choices"])
+        lines.append(f"| {name} | {shown} | " + " | ".join(cells) + f" | {hold} |")
     lines += [
         "",
         "Paired by seed, UniRoute Area minus minilm-int8's (mean ± std, t):",
@@ -316,7 +328,7 @@ def report(
             f"({held_out.get('static', float('nan')):.4f}).",
         ]
     if quick:
-        lines += ["", "**Quick mode**: N_val = 300, 2 seeds, fixed K and k; a smoke test."]
+        lines += ["", "**Quick mode**: N_val = 300, 2 seeds, fixed map, K and k; a smoke test."]
     lines += ["", "Runtime: " + ", ".join(f"{n} {t:.0f} s" for n, t in timings.items()) + "."]
     data = {
         "results": results,
