@@ -237,3 +237,49 @@ def test_clusterings_are_refused_across_embedders(
             ),
             embedder=embedder,
         )
+
+
+def test_a_learned_map_routes_with_the_static_embedder(static_embedder, tmp_path: Path) -> None:
+    """A LearnedMap table: the static embedder embeds the prompts, the soft kernel decides."""
+    from sidecar._learned_map import fit_learned_clustering
+
+    train, val = two_topic_prompts()
+    n_code = len(train) // 2  # two_topic_prompts puts the code prompts first
+    coder = np.array([float(row < n_code) for row in range(len(train))])
+    clustering, _ = fit_learned_clustering(
+        static_embedder.embed_batch(train).vectors,
+        np.stack([1.0 - coder, coder], axis=1),
+        [i for i, _, _ in val],
+        static_embedder.embed_batch([p for _, p, _ in val]).vectors,
+        k=2,
+        embedder_fingerprint=static_embedder.fingerprint,
+        seed=0,
+    )
+    save_clustering(clustering, tmp_path / "learned")
+    sidecar = serve(
+        ServerConfig(
+            listen="127.0.0.1:0",
+            db_path=tmp_path / "reg.db",
+            artifact_dir=tmp_path / "learned",
+            embedding_cache=8,
+        ),
+        embedder=static_embedder,
+    )
+    client = Client(sidecar.port)
+    try:
+        register_specialists(client)
+        code = client.router.Route(router_pb2.RouteRequest(prompt=CODE_PROMPT))
+        cook = client.router.Route(router_pb2.RouteRequest(prompt=COOK_PROMPT))
+        assert (code.model, cook.model) == ("coder", "chef")
+        batch = client.router.RouteBatch(
+            router_pb2.RouteBatchRequest(
+                requests=[
+                    router_pb2.RouteRequest(prompt=COOK_PROMPT),  # a cache hit
+                    router_pb2.RouteRequest(prompt=CODE_PROMPT + " with type hints"),
+                ]
+            )
+        )
+        assert [r.model for r in batch.responses] == ["chef", "coder"]
+    finally:
+        client.close()
+        sidecar.stop(0)
