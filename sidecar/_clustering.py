@@ -20,6 +20,9 @@ of each. The two-file format "uniroute.clustering/1" (``clustering.json`` plus
 learned map adds a ``map`` section (θ, b and the items' weights, base64 of
 little-endian float32); a file without one is K-means, so every K-means
 artifact, and its version, is exactly what it was before LearnedMaps existed.
+
+Longer than 400 lines because the artifact holds both maps (K-means and
+LearnedMap) and two on-disk formats; split the formats out if a third arrives.
 """
 
 from __future__ import annotations

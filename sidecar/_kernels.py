@@ -65,6 +65,9 @@ on K, so Route and RouteBatch still agree bit for bit.
 Compilation happens eagerly at import (explicit signature) and is cached on
 disk (``cache=True``); ``warm_up`` runs both kernels once so a server can call
 them before reporting SERVING.
+
+Longer than 400 lines because it holds the hard and the soft kernel with
+their shared helpers, which must compile together.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ PostgreSQL adds is writers in several processes:
 
 The tables live in their own schema, ``uniroute``, so the database can be
 shared with other applications.
+
+Longer than 400 lines: the Transaction protocol is wide, and connection
+loss must be mapped to UNAVAILABLE at every step.
 """
 
 from __future__ import annotations

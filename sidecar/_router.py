@@ -5,6 +5,9 @@ servicers, the tests and the benchmarks. Route and RouteBatch take the same
 path (a Route is a batch of one): the embedding cache, the micro-batcher, the
 metrics and the kernel are the same for both. The only shared state read is
 the table reference, taken once per call.
+
+Longer than 400 lines: the one Route path serves both embedders and both map
+kinds; the kernels themselves live elsewhere.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ field, in both directions, so the leader's Watch stream and the follower that
 applies it, or the servicer and its clients, cannot drift apart. Model
 messages are derived from ``ModelRecord``'s field list: the two share every
 field name.
+
+Longer than 400 lines on purpose: it is the one place for every wire conversion
+(models, clusterings, Watch, Route, ext_proc), which is the point of it.
 """
 
 from __future__ import annotations
