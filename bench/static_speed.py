@@ -1,16 +1,19 @@
 """The static embedder in process: tokenising, and one kernel call from token ids to the model.
 
 Per prompt size (20, 200 and 2,000 words), in rounds of fresh random prompts
-(words drawn from the shipped starter prompts, punctuation included),
-interleaved prompt by prompt (in an order that rotates) so machine noise and
-cache state hit every series alike:
+(words drawn from the shipped starter prompts, punctuation included), under
+two protocols: steady state (each step over a round's prompts back to back,
+the step order rotating round by round, as in a server that only routes; the
+goals are judged on it, as the issue's reference numbers were measured) and
+cold (the steps alternate prompt by prompt, so each call finds its tables
+evicted by the others; reported as the worst case):
 
 * ``tokenizers``: the HF tokenizer's encode (no special tokens), the reference;
 * ``wordpiece``: the sidecar's Numba WordPiece (``StaticEmbedder.tokens``);
 * ``kernel``: ``route_tokens`` from the ids to the chosen model (embedding,
   nearest of the static starter's 12 centroids, argmin over 11 models), one call;
-  ``kernel, rows cached`` is the same call again at once, its table rows now in
-  the CPU cache (the other series evict them, as other work does in a server);
+  ``kernel, rows cached`` is the same call again at once, on the same prompt, its
+  table rows now in the CPU cache;
 * ``tokenise+kernel``: what Route does in process, allocations included.
 
 Goals (issue 10): kernel <= 5 µs at 20 words and <= 20 µs at 200; tokenise+kernel
@@ -113,9 +116,30 @@ def series(embedder: StaticEmbedder, table: RoutingTable) -> dict[str, Callable[
 
 
 def measure(
-    fns: dict[str, Callable[[str], object]], words: Sequence[str], size: int, rounds: int, per: int
+    fns: dict[str, Callable[[str], object]],
+    words: Sequence[str],
+    size: int,
+    rounds: int,
+    per: int,
+    *,
+    interleaved: bool,
 ) -> dict[str, dict[str, float]]:
+    """p50/p90/mean per series over ``rounds`` x ``per`` fresh prompts of ``size`` words.
+
+    Steady state (``interleaved=False``): each unit of series runs over the whole
+    round's prompts before the next unit starts (the unit order rotates round by
+    round), as a server that only routes runs one Route after another. Cold
+    (``interleaved=True``): the units alternate prompt by prompt, so each call
+    follows the others' work, `tokenizers` included, and finds its tables evicted.
+    """
     samples: dict[str, list[float]] = {s: [] for s in SERIES}
+
+    def timed(unit: Sequence[str], prompt: str) -> None:
+        for name in unit:  # "rows cached" always follows "kernel" on the same prompt
+            t0 = time.perf_counter()
+            fns[name](prompt)
+            samples[name].append(time.perf_counter() - t0)
+
     for r in range(rounds):
         rng = random.Random(1000 * size + r)
         batch = [" ".join(rng.choice(words) for _ in range(size)) for _ in range(per)]
@@ -123,14 +147,14 @@ def measure(
             fns["prepare"](prompt)
         for name in SERIES:  # warm every path on this round's first prompt
             fns[name](batch[0])
-        for i, prompt in enumerate(batch):
-            # Rotate the order prompt by prompt, so no series always runs on the caches
-            # another one left; "rows cached" always follows "kernel".
-            for unit in UNITS[i % len(UNITS) :] + UNITS[: i % len(UNITS)]:
-                for name in unit:
-                    t0 = time.perf_counter()
-                    fns[name](prompt)
-                    samples[name].append(time.perf_counter() - t0)
+        if interleaved:
+            for i, prompt in enumerate(batch):
+                for unit in UNITS[i % len(UNITS) :] + UNITS[: i % len(UNITS)]:
+                    timed(unit, prompt)
+        else:
+            for unit in UNITS[r % len(UNITS) :] + UNITS[: r % len(UNITS)]:
+                for prompt in batch:
+                    timed(unit, prompt)
     return {
         name: {
             "n": len(v),
@@ -140,6 +164,15 @@ def measure(
         }
         for name, v in samples.items()
     }
+
+
+def _table(results: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    lines = ["| words | " + " | ".join(SERIES) + " |", "|---|" + "---|" * len(SERIES)]
+    for size in SIZES:
+        r = results[str(size)]
+        cells = [f"{r[s]['p50_us']:.1f} ({r[s]['p90_us']:.1f})" for s in SERIES]
+        lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def check_routerbench(embedder: StaticEmbedder, folder: Path) -> dict[str, Any] | None:
@@ -181,13 +214,21 @@ def run(args: argparse.Namespace) -> int:
     table = routing_table(embedder)
     fns = series(embedder, table)
     words = vocabulary()
-    results = {str(size): measure(fns, words, size, args.rounds, args.per_round) for size in SIZES}
+    protocols = {"steady": False, "cold": True}
+    results = {
+        protocol: {
+            str(size): measure(fns, words, size, args.rounds, args.per_round, interleaved=flag)
+            for size in SIZES
+        }
+        for protocol, flag in protocols.items()
+    }
     identity = check_routerbench(embedder, data_dir(args.data))
     goals = {
         f"{name}@{size}": {
             "goal_us": goal,
-            "p50_us": results[str(size)][name]["p50_us"],
-            "pass": results[str(size)][name]["p50_us"] <= goal,
+            "p50_us": results["steady"][str(size)][name]["p50_us"],
+            "cold_p50_us": results["cold"][str(size)][name]["p50_us"],
+            "pass": results["steady"][str(size)][name]["p50_us"] <= goal,
         }
         for (name, size), goal in GOALS_US.items()
     }
@@ -195,21 +236,28 @@ def run(args: argparse.Namespace) -> int:
         f"Static embedder `{embedder.path.name}` (dim {embedder.dim}, "
         f"{embedder.manifest['quantization']}), static starter clustering (K = "
         f"{table.k}), {N_MODELS} models; {args.rounds} rounds x {args.per_round} fresh random "
-        "prompts per size, series interleaved prompt by prompt in a rotating order; p50 (p90) "
-        "per call in µs.",
+        "prompts per size; p50 (p90) per call in µs.",
         "",
-        "| words | " + " | ".join(SERIES) + " |",
-        "|---|" + "---|" * len(SERIES),
+        "**Steady state** (what the goals are judged on): each step runs over the round's "
+        "prompts back to back, as in a server that routes one request after another; the "
+        "order of the steps rotates round by round.",
+        "",
     ]
-    for size in SIZES:
-        r = results[str(size)]
-        cells = [f"{r[s]['p50_us']:.1f} ({r[s]['p90_us']:.1f})" for s in SERIES]
-        lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    lines += _table(results["steady"])
+    lines += [
+        "",
+        "**Cold**: the steps alternate prompt by prompt, so every call follows the others' "
+        "work (`tokenizers` included) and finds the table rows, the trie and the "
+        "interpreter's own data evicted from the CPU caches: the worst case, reported, not "
+        "judged.",
+        "",
+    ]
+    lines += _table(results["cold"])
     lines += ["", "Goals (p50):", ""]
     for key, g in goals.items():
         lines.append(
             f"- {verdict(bool(g['pass']))}: {key} words {g['p50_us']:.1f} µs "
-            f"(goal ≤ {g['goal_us']:.0f} µs)"
+            f"(goal ≤ {g['goal_us']:.0f} µs; cold {g['cold_p50_us']:.1f} µs)"
         )
     if identity is None:
         lines += [

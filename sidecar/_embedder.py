@@ -1,7 +1,9 @@
 """Runtime sentence embedder: an exported ONNX MiniLM plus its tokenizer.
 
 Serving imports only numpy, onnxruntime and tokenizers, so the sidecar starts fast
-and never needs torch. The artifact directory (built by ``sidecar export-embedder``)
+and never needs torch; onnxruntime (about 18 MB resident) is imported when a
+session is made, so a static server, which shares this module's records, never
+loads it. The artifact directory (built by ``sidecar export-embedder``)
 holds ``model.onnx``, ``tokenizer.json`` and ``manifest.json``; the manifest's
 fingerprint ties clusterings to the exact embedding function that produced them.
 """
@@ -12,11 +14,10 @@ import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from ._embedder_manifest import (
@@ -30,6 +31,9 @@ from ._embedder_manifest import (
 )
 from ._errors import ArtifactError, InvalidArgument
 from ._truncation import CUT_CHARS_PER_TOKEN, TokenWindow
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 
 def load_tokenizer(path: Path, max_tokens: int) -> Tokenizer:
@@ -48,6 +52,8 @@ def load_tokenizer(path: Path, max_tokens: int) -> Tokenizer:
 
 def make_session(model_path: Path, threads: int = 1) -> ort.InferenceSession:
     """CPU session with a fixed thread budget: the server parallelises across requests."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -276,24 +276,26 @@ class Router:
     ) -> _TokenRows:
         """The misses' token ids, concatenated, with each row's span (-1: row already filled)."""
         static: Any = self.embedder  # a StaticEmbedder (see _embed)
+        spans = np.empty((n_rows, 2), dtype=np.int64)
+        if len(missing) < n_rows:
+            spans.fill(-1)
         pieces = []
+        start = 0
         for row, prompt, _ in missing:
             t0 = time.perf_counter()
             ids = static.tokens(prompt)
             times[row].tokenise = time.perf_counter() - t0
-            if not ids.size:
+            size = ids.size
+            if not size:
                 where = f"requests[{row}]: " if batch else ""
                 raise InvalidArgument(
                     f"{where}prompt has no tokens to embed (only control characters?); "
                     "send the prompt text, or an embedding"
                 )
-            tokens[row] = ids.size
+            tokens[row] = size
+            spans[row, 0], spans[row, 1] = start, start + size
+            start += size
             pieces.append(ids)
-        spans = np.full((n_rows, 2), -1, dtype=np.int64)
-        start = 0
-        for (row, _, _), ids in zip(missing, pieces, strict=True):
-            spans[row] = (start, start + ids.size)
-            start += ids.size
         joined = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         return _TokenRows(joined, spans, missing)
 
@@ -356,7 +358,10 @@ class Router:
         self, table: RoutingTable, query: Query, vector: np.ndarray, mask: np.ndarray
     ) -> float:
         """Checks one query against the table, fills its mask (and given embedding); returns λ."""
-        if len(query.request_id.encode()) > MAX_REQUEST_ID_BYTES:
+        request_id = query.request_id  # UTF-8 takes at most 4 bytes a character
+        if len(request_id) * 4 > MAX_REQUEST_ID_BYTES and (
+            len(request_id.encode()) > MAX_REQUEST_ID_BYTES
+        ):
             raise InvalidArgument(f"request_id is longer than {MAX_REQUEST_ID_BYTES} bytes")
         cost_weight = self.default_cost_weight if query.cost_weight is None else query.cost_weight
         _check_cost_weight(cost_weight)
@@ -416,8 +421,7 @@ def _decide(
     return weights
 
 
-@dataclass(frozen=True)
-class _TokenRows:
+class _TokenRows(NamedTuple):
     """Prompts tokenised for the static embedder's kernel: ids and (start, end) per row."""
 
     ids: np.ndarray  # int32, every pending row's ids concatenated

@@ -24,6 +24,7 @@ from ._router import Router
 from ._table import TableHolder
 from ._watch import WatchHub
 from ._wire import (
+    RouteResponses,
     clustering_from_spec,
     clustering_message,
     duration,
@@ -31,8 +32,6 @@ from ._wire import (
     page_token,
     page_token_after,
     route_query,
-    route_response,
-    route_responses,
 )
 
 log = logging.getLogger("sidecar.server")
@@ -74,6 +73,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self.router = router
         self.metrics = metrics
         self.log_prompts = log_prompts
+        self.responses = RouteResponses()
 
     def count_error(self, method: str, code: str) -> None:
         self.metrics.observe_error(method, code)
@@ -94,13 +94,14 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 decision.truncated,
                 f" prompt={request.prompt!r}" if self.log_prompts else "",
             )
-        return route_response(decision)
+        return self.responses.response(decision)
 
     @answer_errors
     def RouteBatch(
         self, request: router_pb2.RouteBatchRequest, context: grpc.ServicerContext
     ) -> router_pb2.RouteBatchResponse:
-        return route_responses(self.router.route_batch([route_query(r) for r in request.requests]))
+        decisions = self.router.route_batch([route_query(r) for r in request.requests])
+        return self.responses.responses(decisions)
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):

@@ -305,6 +305,58 @@ def route_query(request: router_pb2.RouteRequest) -> Query:
 
 
 def route_response(decision: Decision) -> router_pb2.RouteResponse:
+    response = _decision_fields(decision)
+    _set_request_fields(response, decision)
+    return response
+
+
+class RouteResponses:
+    """Builds RouteResponses, each table-determined part once.
+
+    Under a K-means table a decision's model, cluster and candidate scores depend
+    only on (table, cluster, cost_weight, candidate mask), and building the
+    CandidateScore messages field by field in Python was the largest single cost
+    of a static Route (about a quarter of it). So that part is built once per key
+    into a prototype and copied in C afterwards; only truncated, prompt_tokens and
+    request_id are set per request. A LearnedMap decision (its expected errors
+    depend on the prompt's Φ) is built in full. The memo belongs to one table
+    object: a new table starts a new one, and it is cleared when full.
+    Thread-safe: the (table, memo) pair is replaced whole, and a prototype is
+    never mutated after it is stored.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max_entries = max_entries
+        self._memo: tuple[object, dict[tuple[int, float, bytes], router_pb2.RouteResponse]] = (
+            None,
+            {},
+        )
+
+    def response(self, decision: Decision) -> router_pb2.RouteResponse:
+        if decision.weights is not None:
+            return route_response(decision)
+        table, memo = self._memo
+        if table is not decision.table:
+            memo = {}
+            self._memo = (decision.table, memo)
+        key = (decision.cluster, decision.cost_weight, decision.mask.tobytes())
+        prototype = memo.get(key)
+        if prototype is None:
+            prototype = _decision_fields(decision)
+            if len(memo) >= self._max_entries:
+                memo.clear()
+            memo[key] = prototype
+        response = router_pb2.RouteResponse()
+        response.CopyFrom(prototype)
+        _set_request_fields(response, decision)
+        return response
+
+    def responses(self, decisions: Sequence[Decision]) -> router_pb2.RouteBatchResponse:
+        return router_pb2.RouteBatchResponse(responses=[self.response(d) for d in decisions])
+
+
+def _decision_fields(decision: Decision) -> router_pb2.RouteResponse:
+    """Everything but the request's own fields (for a K-means table: what the memo key fixes)."""
     return router_pb2.RouteResponse(
         model=decision.model,
         cluster=decision.cluster,
@@ -315,14 +367,13 @@ def route_response(decision: Decision) -> router_pb2.RouteResponse:
         revision=decision.table.revision,
         clustering_version=decision.table.clustering_version,
         cost_weight=decision.cost_weight,
-        truncated=decision.truncated,
-        prompt_tokens=decision.prompt_tokens,
-        request_id=decision.request_id,
     )
 
 
-def route_responses(decisions: Sequence[Decision]) -> router_pb2.RouteBatchResponse:
-    return router_pb2.RouteBatchResponse(responses=[route_response(d) for d in decisions])
+def _set_request_fields(response: router_pb2.RouteResponse, decision: Decision) -> None:
+    response.truncated = decision.truncated
+    response.prompt_tokens = decision.prompt_tokens
+    response.request_id = decision.request_id
 
 
 # ---------------------------------------------------------------- Envoy ext_proc

@@ -346,21 +346,29 @@ def _whole_words(vocab: Mapping[str, int]) -> npt.NDArray[np.uint64]:
 
 
 def _trie(vocab: Mapping[str, int]) -> I32Array:
-    """Dense trie over ALPHABET: one row per node, children then the token id."""
+    """Dense trie over ALPHABET: one row per node, children then the token id.
+
+    Nodes are numbered over a dict of prefixes first and the array is filled
+    after, so building it holds little more than the final 9 MB array (rows as
+    Python lists held four times that, which set the static server's peak RSS).
+    """
     column = {c: i for i, c in enumerate(ALPHABET)}
-    rows: list[list[int]] = [[-1] * (len(ALPHABET) + 1) for _ in range(2)]
+    # (root, prefix) -> node; the roots are nodes 0 and 1
+    nodes: dict[tuple[int, str], int] = {(_WORD_ROOT, ""): _WORD_ROOT}
+    nodes[_PIECE_ROOT, ""] = _PIECE_ROOT
+    ends: list[tuple[int, int]] = []  # (node, token id), in id order
     for token, token_id in sorted(vocab.items(), key=lambda kv: kv[1]):
         root, body = (_PIECE_ROOT, token[2:]) if token.startswith("##") else (_WORD_ROOT, token)
         if not body or any(c not in column for c in body):
             continue  # holds a character no normalised ASCII word has: can never match
-        node = root
-        for c in body:
-            child = rows[node][column[c]]
-            if child < 0:
-                child = len(rows)
-                rows.append([-1] * (len(ALPHABET) + 1))
-                rows[node][column[c]] = child
-            node = child
-        if rows[node][_ID_COLUMN] < 0:
-            rows[node][_ID_COLUMN] = int(token_id)
-    return np.asarray(rows, dtype=np.int32)
+        for end in range(1, len(body) + 1):
+            nodes.setdefault((root, body[:end]), len(nodes))
+        ends.append((nodes[root, body], int(token_id)))
+    trie = np.full((len(nodes), len(ALPHABET) + 1), -1, dtype=np.int32)
+    for (root, prefix), node in nodes.items():
+        if prefix:
+            trie[nodes[root, prefix[:-1]], column[prefix[-1]]] = node
+    for node, token_id in ends:
+        if trie[node, _ID_COLUMN] < 0:
+            trie[node, _ID_COLUMN] = token_id
+    return trie

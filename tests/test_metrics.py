@@ -78,3 +78,55 @@ def test_follower_metrics_show_leader_contact(make_sidecar, topic_artifact, tmp_
     text = scrape(port)
     assert 0 <= sample(text, "uniroute_follower_seconds_since_leader_contact") < 5
     assert sample(text, "uniroute_table_revision") == 1
+
+
+def test_route_stats_expose_what_prometheus_client_would():
+    """The one-lock RouteStats against prometheus_client's own Histogram and Counter,
+    fed the same observations: every bucket, sum and count sample is equal."""
+    import random
+
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from sidecar._metrics import _LATENCY_BUCKETS, STAGES, RouteStats, StageTimes
+
+    ours, reference = CollectorRegistry(), CollectorRegistry()
+    stats = RouteStats()
+    ours.register(stats)
+    histogram = Histogram(
+        "uniroute_route_stage_seconds", "h", ["stage"], buckets=_LATENCY_BUCKETS,
+        registry=reference,
+    )  # fmt: skip
+    for stage in STAGES:  # every stage's series exists from the start, as a scrape shows
+        histogram.labels(stage=stage)
+    routes = Counter("uniroute_routes", "c", ["model", "path"], registry=reference)
+    clusters = Counter("uniroute_routes_by_cluster", "c", ["cluster"], registry=reference)
+    rng = random.Random(0)
+    values = [0.0, 1e-05, 0.00005, 1.0, 2.5, *(10 ** rng.uniform(-6, 0.5) for _ in range(300))]
+    for i, total in enumerate(values):
+        times = StageTimes(tokenise=total / 3 if i % 2 else 0.0, kernel=total / 10, total=total)
+        model, path, cluster = f"m{i % 3}", ("route", "extproc")[i % 2], i % 5
+        stats.observe(times, model, cluster, path)
+        for stage in STAGES:
+            value = getattr(times, stage)
+            if value or stage in ("kernel", "total"):
+                histogram.labels(stage=stage).observe(value)
+        routes.labels(model=model, path=path).inc()
+        clusters.labels(cluster=str(cluster)).inc()
+
+    Key = tuple[str, tuple[tuple[str, str], ...]]
+
+    def samples(registry: CollectorRegistry) -> dict[Key, float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for metric in registry.collect()
+            for s in metric.samples
+            if not s.name.endswith("_created")
+        }
+
+    expected = samples(reference)
+    got = samples(ours)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, rel=1e-12), key
+    assert got[("uniroute_route_stage_seconds_count", (("stage", "embed"),))] == 0
+    assert got[("uniroute_routes_total", (("model", "m0"), ("path", "route")))] > 0
