@@ -81,10 +81,11 @@ def test_memoised_responses_equal_responses_built_in_full(embedder):
 
 
 def test_a_new_table_starts_a_new_memo_and_the_memo_is_bounded(embedder):
-    holder = TableHolder(_table(revision=7))
+    first = _table(revision=7)
+    holder = TableHolder(first)
     router = Router(holder, embedder)
     responses = RouteResponses(max_entries=3)
-    queries = _queries(40, holder.current.names, seed=1)
+    queries = _queries(40, first.names, seed=1)
     for q in queries:
         decision = router.route(q)
         assert responses.response(decision) == route_response(decision)
