@@ -175,7 +175,7 @@ def in_process(work: Path, per: int) -> dict[str, dict[str, float]]:
 def stage_times(sidecar: Any, servicer: Any, words: int, per: int) -> dict[str, float]:
     from uniroute.v1 import router_pb2
 
-    from sidecar._router import Query
+    from sidecar import Query
     from sidecar._wire import route_query, route_response
 
     texts = prompts(words, per, seed=50 + words)

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from ._profiles import Profile, profile_from_rates, profile_from_results
     from ._records import ModelRecord, Snapshot
     from ._registry import Registry
-    from ._router import Decision, Query, Router
+    from ._route_records import Decision, Query
+    from ._router import Router
     from ._server import ServerConfig, Sidecar, build, serve
     from ._store import Store, open_store
     from ._table import RoutingTable, TableHolder
@@ -43,7 +44,8 @@ _LAZY = {
     "_profiles": ("Profile", "profile_from_rates", "profile_from_results"),
     "_records": ("ModelRecord", "Snapshot"),
     "_registry": ("Registry",),
-    "_router": ("Decision", "Query", "Router"),
+    "_route_records": ("Decision", "Query"),
+    "_router": ("Router",),
     "_server": ("ServerConfig", "Sidecar", "build", "serve"),
     "_store": ("Store", "open_store"),
     "_table": ("RoutingTable", "TableHolder"),

@@ -39,7 +39,8 @@ from ._openai_body import (
     prompt_text,
     with_model,
 )
-from ._router import Decision, Query, Router
+from ._route_records import Decision, Query
+from ._router import Router
 
 log = logging.getLogger("sidecar.extproc")
 

@@ -28,8 +28,7 @@ _LATENCY_BUCKETS = (
     0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
 )  # fmt: skip
 
-STAGES = ("tokenise", "embed", "kernel", "total")
-_ALWAYS_OBSERVED = ("kernel", "total")  # the others only when the stage ran
+STAGES = ("tokenise", "embed", "kernel", "total")  # kernel and total always; the others if run
 
 
 @dataclass
@@ -134,21 +133,19 @@ class RouteStats:
         self._clusters: dict[int, int] = {}
 
     def observe(self, times: StageTimes, model: str, cluster: int, path: str) -> None:
-        observed = [
-            (stage, value)
-            for stage, value in (
-                ("tokenise", times.tokenise),
-                ("embed", times.embed),
-                ("kernel", times.kernel),
-                ("total", times.total),
-            )
-            if value or stage in _ALWAYS_OBSERVED
-        ]
-        slots = [bisect_left(self._bounds, value) for _, value in observed]
+        bounds, counts, sums = self._bounds, self._counts, self._sums
+        tokenise, embed, kernel, total = times.tokenise, times.embed, times.kernel, times.total
         with self._lock:
-            for (stage, value), slot in zip(observed, slots, strict=True):
-                self._counts[stage][slot] += 1
-                self._sums[stage] += value
+            if tokenise:
+                counts["tokenise"][bisect_left(bounds, tokenise)] += 1
+                sums["tokenise"] += tokenise
+            if embed:
+                counts["embed"][bisect_left(bounds, embed)] += 1
+                sums["embed"] += embed
+            counts["kernel"][bisect_left(bounds, kernel)] += 1
+            sums["kernel"] += kernel
+            counts["total"][bisect_left(bounds, total)] += 1
+            sums["total"] += total
             self._routes[model, path] = self._routes.get((model, path), 0) + 1
             self._clusters[cluster] = self._clusters.get(cluster, 0) + 1
 

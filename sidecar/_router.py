@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -26,6 +25,7 @@ from ._cache import EmbeddingCache, prompt_key
 from ._embedder import BatchEmbedding, Embedding, Encoded
 from ._errors import EmbeddingFailed, FailedPrecondition, InvalidArgument
 from ._metrics import Metrics, StageTimes
+from ._route_records import Decision, Query
 from ._table import RoutingTable, TableHolder
 
 MAX_REQUEST_ID_BYTES = 128
@@ -49,57 +49,6 @@ class EmbedderLike(Protocol):
     def embed(self, text: str) -> Embedding: ...
 
     def embed_batch(self, texts: Sequence[str]) -> BatchEmbedding: ...
-
-
-@dataclass(frozen=True)
-class Query:
-    """One routing question, already decoded from the wire."""
-
-    prompt: str = ""
-    candidates: Sequence[str] = ()
-    cost_weight: float | None = None
-    embedding: Sequence[float] = ()
-    request_id: str = ""
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A routing decision and everything needed to explain it."""
-
-    table: RoutingTable
-    cluster: int
-    chosen: int
-    scores: np.ndarray  # float32 (M,), +inf where not a candidate
-    mask: np.ndarray  # bool (M,), this request's own
-    cost_weight: float
-    truncated: bool = False
-    prompt_tokens: int = 0
-    request_id: str = ""
-    weights: np.ndarray | None = None  # float64 (K,): Φ under a LearnedMap, else None
-
-    @property
-    def model(self) -> str:
-        return self.table.names[self.chosen]
-
-    def expected_error(self, row: int) -> float:
-        """Ψ of the model at ``row`` for this prompt: Ψ[cluster], or Σ_k Φ_k Ψ_k if soft."""
-        psi = self.table.psi[row]
-        if self.weights is None:
-            return float(psi[self.cluster])
-        return float(np.float32(np.dot(self.weights, psi.astype(np.float64))))
-
-    def candidates(self) -> list[tuple[str, float, float, float]]:
-        """(model, expected_error, cost, score) per candidate, in registration order."""
-        table = self.table
-        return [
-            (
-                table.names[i],
-                self.expected_error(int(i)),
-                float(table.costs[i]),
-                float(self.scores[i]),
-            )
-            for i in np.flatnonzero(self.mask)
-        ]
 
 
 class Router:
@@ -163,8 +112,8 @@ class Router:
                 to_embed.append(i)
 
         times = [StageTimes() for _ in range(n)]
-        tokens = np.zeros(n, dtype=np.int64)
-        truncated = np.zeros(n, dtype=np.bool_)
+        tokens = [0] * n  # lists: a Route is usually one row, and numpy's fixed cost is not free
+        truncated = [False] * n
         pending = self._embed(
             [queries[i].prompt for i in to_embed],
             to_embed,
@@ -184,23 +133,24 @@ class Router:
             weights = _decide(table, vectors, lams, masks, scores, clusters, chosen)
         done = time.perf_counter()
         decisions = []
+        cluster_of, chosen_of, lam_of = clusters.tolist(), chosen.tolist(), lams.tolist()
         for i in range(n):
-            if clusters[i] < 0:
+            if cluster_of[i] < 0:
                 where = f" for requests[{i}]" if batch else ""
                 raise EmbeddingFailed(
                     f"the embedder returned a non-finite vector{where}; the model file may be "
                     "broken. Re-export it with `sidecar export-embedder`"
                 )
-            if chosen[i] < 0:  # unreachable through the API: empty candidate lists mean "all"
+            if chosen_of[i] < 0:  # unreachable through the API: empty candidate lists mean "all"
                 raise InvalidArgument("no candidate models to choose from")
             decisions.append(
                 Decision(
                     table=table,
-                    cluster=int(clusters[i]),
-                    chosen=int(chosen[i]),
+                    cluster=cluster_of[i],
+                    chosen=chosen_of[i],
                     scores=scores[i],
                     mask=masks[i],
-                    cost_weight=float(lams[i]),
+                    cost_weight=lam_of[i],
                     truncated=bool(truncated[i]),
                     prompt_tokens=int(tokens[i]),
                     request_id=queries[i].request_id,
@@ -218,8 +168,8 @@ class Router:
         prompts: Sequence[str],
         rows: Sequence[int],
         vectors: np.ndarray,
-        tokens: np.ndarray,
-        truncated: np.ndarray,
+        tokens: list[int],
+        truncated: list[bool],
         times: Sequence[StageTimes],
         *,
         batch: bool = False,
@@ -269,7 +219,7 @@ class Router:
     def _tokenise(
         self,
         missing: Sequence[tuple[int, str, bytes]],
-        tokens: np.ndarray,
+        tokens: list[int],
         times: Sequence[StageTimes],
         n_rows: int,
         batch: bool,

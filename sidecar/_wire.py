@@ -32,10 +32,10 @@ from ._proto import (
     router_pb2,
 )
 from ._records import SOURCE_EXPLICIT, SOURCE_RESULTS, Change, ChangeSet, ModelRecord, Snapshot
+from ._route_records import Decision, Query
 
 if TYPE_CHECKING:
     from ._http_route import Step
-    from ._router import Decision, Query
 
 _PROFILE_SOURCES = {
     SOURCE_RESULTS: registry_pb2.PROFILE_SOURCE_RESULTS,
@@ -293,8 +293,6 @@ def snapshot_response(
 
 
 def route_query(request: router_pb2.RouteRequest) -> Query:
-    from ._router import Query
-
     return Query(
         prompt=request.prompt,
         candidates=request.candidate_models,
