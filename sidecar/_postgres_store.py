@@ -18,28 +18,28 @@ PostgreSQL adds is writers in several processes:
 The tables live in their own schema, ``uniroute``, so the database can be
 shared with other applications.
 
-Longer than 400 lines: the Transaction protocol is wide, and connection
-loss must be mapped to UNAVAILABLE at every step.
+The rows themselves are ``_sql_rows.SqlRows``, shared with SQLite; this
+module has what only PostgreSQL needs: the pool, the revision lock, COPY and
+unnest for bulk rows, LISTEN/NOTIFY, and connection loss mapped to UNAVAILABLE
+at every step.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import numpy as np
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from ._clustering import Clustering, map_from_text, map_to_text
+from ._clustering import Clustering
 from ._errors import (
     AlreadyExists,
     ArtifactError,
@@ -52,19 +52,12 @@ from ._records import (
     FLOAT_ARRAY,
     INT_ARRAY,
     INTEGER,
-    MODEL_COLUMNS,
-    MODEL_FIELDS,
     REAL,
     TEXT,
-    ActiveClustering,
-    ModelRecord,
-    model_from_json,
-    model_from_row,
     model_table_sql,
-    model_to_json,
-    model_to_row,
 )
-from ._store import ChangeListener, EventRow
+from ._sql_rows import SqlRows
+from ._store import ChangeListener
 
 log = logging.getLogger("sidecar.store")
 
@@ -127,11 +120,6 @@ _MIGRATIONS: dict[int, list[str]] = {
     ],
     2: ["ALTER TABLE clusterings ADD COLUMN learned_map TEXT NOT NULL DEFAULT ''"],
 }
-_UPSERT_MODEL = (
-    f"INSERT INTO models ({MODEL_COLUMNS}) VALUES ({','.join('%s' for _ in MODEL_FIELDS)}) "
-    "ON CONFLICT (name) DO UPDATE SET "
-    + ", ".join(f"{name}=EXCLUDED.{name}" for name, _, key in MODEL_FIELDS if not key)
-)
 # libpq settings: notice a dead server or network within seconds, not hours.
 _CONNECT_KWARGS: dict[str, Any] = {
     "connect_timeout": 5,
@@ -316,7 +304,7 @@ class PostgresStore:
             self._announcer.announce_up_to(txn.pending_revision)
 
 
-class _PostgresTransaction:
+class _PostgresTransaction(SqlRows):
     """The Transaction protocol over one pooled connection inside BEGIN ... COMMIT."""
 
     def __init__(self, conn: psycopg.Connection[Any], clusterings: dict[str, Clustering]) -> None:
@@ -324,24 +312,25 @@ class _PostgresTransaction:
         self._clusterings = clusterings
         self.pending_revision = 0
 
-    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        return self._db.execute(sql, params).fetchone()
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        return self._db.execute(_to_pyformat(sql), params)
 
-    def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        return self._db.execute(sql, params).fetchall()
+    def _insert_items(self, rows: list[tuple[str, str, int, int]]) -> None:
+        with self._db.cursor().copy(
+            "COPY validation_items (clustering_version, item_id, position, cluster) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
 
-    # -------------------------------------------------------------- revisions, meta
-
-    def meta(self, key: str) -> str:
-        row = self._one("SELECT value FROM meta WHERE key = %s", (key,))
-        return str(row[0]) if row else ""
-
-    def set_meta(self, key: str, value: str) -> None:
-        self._db.execute(
-            "INSERT INTO meta VALUES (%s, %s) "
-            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            (key, value),
+    def _insert_results(self, name: str, scores: Mapping[str, float]) -> None:
+        self._db.execute(  # one statement, one round trip, however many items
+            "INSERT INTO model_results (model, item_id, score) "
+            "SELECT %s, item, score FROM unnest(%s::text[], %s::float8[]) AS r(item, score)",
+            (name, list(scores), [float(v) for v in scores.values()]),
         )
+
+    # The revision counter is a one-row table; every write transaction locks it
+    # first (see ``write``), which is what orders the replicas' writes.
 
     def revision(self) -> int:
         return int(self._one("SELECT value FROM revision")[0])
@@ -352,150 +341,21 @@ class _PostgresTransaction:
         return revision
 
     def adopt_revision(self, revision: int) -> None:
-        self._db.execute("UPDATE revision SET value = %s", (revision,))
+        self._execute("UPDATE revision SET value = ?", (revision,))
         self.pending_revision = revision
 
-    def compact_revision(self) -> int:
-        return int(self.meta("compact_revision") or 0)
-
-    def compact(self, up_to: int) -> None:
-        self._db.execute("DELETE FROM events WHERE revision <= %s", (up_to,))
-        self.set_meta("compact_revision", str(up_to))
-
-    def reset_events(self, compact_revision: int) -> None:
-        self._db.execute("DELETE FROM events")
-        self.set_meta("compact_revision", str(compact_revision))
-
-    # ----------------------------------------------------------------- clusterings
-
-    def active_clustering(self) -> ActiveClustering | None:
-        row = self._one(
-            "SELECT c.version, c.revision, c.create_time FROM meta m "
-            "JOIN clusterings c ON c.version = m.value WHERE m.key = 'active_clustering'"
-        )
-        if row is None:
-            return None
-        version, revision, created = row
-        return ActiveClustering(self.clustering(version), int(revision), float(created))
-
     def clustering(self, version: str) -> Clustering:
+        """Cached per store (a clustering never changes under its version)."""
         cached = self._clusterings.get(version)
         if cached is not None:
             return cached
-        k, dim, fingerprint, blob, info, learned = self._one(
-            "SELECT k, dim, embedder_fingerprint, centroids, info, learned_map FROM clusterings "
-            "WHERE version = %s",
-            (version,),
-        )
-        items = self._all(
-            "SELECT item_id, cluster FROM validation_items WHERE clustering_version = %s "
-            "ORDER BY position",
-            (version,),
-        )
-        centroids = np.frombuffer(bytes(blob), dtype="<f4").reshape(k, dim).astype(np.float32)
-        clustering = Clustering(
-            centroids=np.ascontiguousarray(centroids),
-            embedder_fingerprint=fingerprint,
-            item_ids=tuple(i for i, _ in items),
-            item_clusters=np.asarray([c for _, c in items], dtype=np.int64),
-            info=json.loads(info),
-            version=version,
-            learned=map_from_text(learned),
-        )
+        clustering = super().clustering(version)
         if len(self._clusterings) >= 8:
             self._clusterings.clear()
         self._clusterings[version] = clustering
         return clustering
 
-    def put_clustering(self, clustering: Clustering, revision: int, now: float) -> None:
-        if self._one("SELECT 1 FROM clusterings WHERE version = %s", (clustering.version,)):
-            self._db.execute(
-                "UPDATE clusterings SET revision = %s, create_time = %s WHERE version = %s",
-                (revision, now, clustering.version),
-            )
-        else:
-            self._db.execute(
-                "INSERT INTO clusterings (version, k, dim, embedder_fingerprint, centroids, info, "
-                "revision, create_time, learned_map) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    clustering.version,
-                    clustering.k,
-                    clustering.dim,
-                    clustering.embedder_fingerprint,
-                    np.ascontiguousarray(clustering.centroids, dtype="<f4").tobytes(),
-                    json.dumps(clustering.info, sort_keys=True),
-                    revision,
-                    now,
-                    map_to_text(clustering),
-                ),
-            )
-            with self._db.cursor().copy(
-                "COPY validation_items (clustering_version, item_id, position, cluster) FROM STDIN"
-            ) as copy:
-                for position, (item, cluster) in enumerate(
-                    zip(clustering.item_ids, clustering.item_clusters, strict=True)
-                ):
-                    copy.write_row((clustering.version, item, position, int(cluster)))
-        self.set_meta("active_clustering", clustering.version)
 
-    # ---------------------------------------------------------------------- models
-
-    def model(self, name: str) -> ModelRecord | None:
-        row = self._one(f"SELECT {MODEL_COLUMNS} FROM models WHERE name = %s", (name,))
-        return None if row is None else model_from_row(row)
-
-    def models(self) -> list[ModelRecord]:
-        rows = self._all(f"SELECT {MODEL_COLUMNS} FROM models ORDER BY create_revision, name")
-        return [model_from_row(r) for r in rows]
-
-    def models_after(self, after: str, limit: int) -> list[ModelRecord]:
-        rows = self._all(
-            f"SELECT {MODEL_COLUMNS} FROM models WHERE name > %s ORDER BY name LIMIT %s",
-            (after, limit),
-        )
-        return [model_from_row(r) for r in rows]
-
-    def put_model(self, record: ModelRecord) -> None:
-        self._db.execute(_UPSERT_MODEL, model_to_row(record))
-
-    def delete_model(self, name: str) -> bool:
-        return self._db.execute("DELETE FROM models WHERE name = %s", (name,)).rowcount > 0
-
-    def delete_all_models(self) -> None:
-        self._db.execute("DELETE FROM model_results")
-        self._db.execute("DELETE FROM models")
-
-    def results(self, name: str) -> dict[str, float]:
-        rows = self._all("SELECT item_id, score FROM model_results WHERE model = %s", (name,))
-        return {str(item): float(score) for item, score in rows}
-
-    def replace_results(self, name: str, scores: Mapping[str, float]) -> None:
-        self._db.execute("DELETE FROM model_results WHERE model = %s", (name,))
-        if scores:  # one statement, one round trip, however many items
-            self._db.execute(
-                "INSERT INTO model_results (model, item_id, score) "
-                "SELECT %s, item, score FROM unnest(%s::text[], %s::float8[]) AS r(item, score)",
-                (name, list(scores), [float(v) for v in scores.values()]),
-            )
-
-    # ---------------------------------------------------------------------- events
-
-    def append_event(
-        self, revision: int, seq: int, type_: str, kind: str, key: str, model: ModelRecord | None
-    ) -> None:
-        payload = model_to_json(model) if model is not None else ""
-        self._db.execute(
-            "INSERT INTO events VALUES (%s, %s, %s, %s, %s, %s)",
-            (revision, seq, type_, kind, key, payload),
-        )
-
-    def events_after(self, revision: int) -> list[EventRow]:
-        rows = self._all(
-            "SELECT revision, type, kind, key, payload FROM events WHERE revision > %s "
-            "ORDER BY revision, seq",
-            (revision,),
-        )
-        return [
-            (int(rev), type_, kind, key, model_from_json(payload) if payload else None)
-            for rev, type_, kind, key, payload in rows
-        ]
+def _to_pyformat(sql: str) -> str:
+    """SqlRows' ``?`` placeholders as psycopg's ``%s`` (no statement holds a literal ? or %)."""
+    return sql.replace("?", "%s")

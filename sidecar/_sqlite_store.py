@@ -7,31 +7,21 @@ strictly in order, and reads share that lock so they see whole revisions.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
-from ._clustering import Clustering, map_from_text, map_to_text
 from ._errors import ArtifactError
 from ._records import (
-    MODEL_COLUMNS,
-    MODEL_FIELDS,
-    ActiveClustering,
-    ModelRecord,
-    model_from_json,
-    model_from_row,
     model_table_sql,
-    model_to_json,
-    model_to_row,
 )
-from ._store import ChangeListener, EventRow
+from ._sql_rows import SqlRows
+from ._store import ChangeListener
 
 log = logging.getLogger("sidecar.store")
 
@@ -78,13 +68,6 @@ _SCHEMA = [
 _MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE clusterings ADD COLUMN learned_map TEXT NOT NULL DEFAULT ''"],
 }
-_PLACEHOLDERS = ",".join("?" for _ in MODEL_FIELDS)
-# An upsert, not INSERT OR REPLACE: REPLACE deletes the old row first, and with
-# foreign keys on that would cascade to the model's stored results.
-_UPSERT_MODEL = (
-    f"INSERT INTO models ({MODEL_COLUMNS}) VALUES ({_PLACEHOLDERS}) ON CONFLICT(name) DO UPDATE "
-    "SET " + ", ".join(f"{name}=excluded.{name}" for name, _, key in MODEL_FIELDS if not key)
-)
 
 
 class SqliteStore:
@@ -177,21 +160,26 @@ class SqliteStore:
                         log.exception("listener failed for revision %d", txn.pending_revision)
 
 
-class _SqliteTransaction:
+class _SqliteTransaction(SqlRows):
     """The Transaction protocol over one connection whose lock the caller holds."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
         self.pending_revision = 0
 
-    # -------------------------------------------------------------- revisions, meta
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._db.execute(sql, params)
 
-    def meta(self, key: str) -> str:
-        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return str(row[0]) if row else ""
+    def _insert_items(self, rows: list[tuple[str, str, int, int]]) -> None:
+        self._db.executemany("INSERT INTO validation_items VALUES (?,?,?,?)", rows)
 
-    def set_meta(self, key: str, value: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+    def _insert_results(self, name: str, scores: Mapping[str, float]) -> None:
+        self._db.executemany(
+            "INSERT INTO model_results VALUES (?,?,?)",
+            [(name, item, float(score)) for item, score in scores.items()],
+        )
+
+    # The revision counter is a meta row here (PostgreSQL keeps a one-row table).
 
     def revision(self) -> int:
         return int(self.meta("revision") or 0)
@@ -204,147 +192,3 @@ class _SqliteTransaction:
     def adopt_revision(self, revision: int) -> None:
         self.set_meta("revision", str(revision))
         self.pending_revision = revision
-
-    def compact_revision(self) -> int:
-        return int(self.meta("compact_revision") or 0)
-
-    def compact(self, up_to: int) -> None:
-        self._db.execute("DELETE FROM events WHERE revision <= ?", (up_to,))
-        self.set_meta("compact_revision", str(up_to))
-
-    def reset_events(self, compact_revision: int) -> None:
-        self._db.execute("DELETE FROM events")
-        self.set_meta("compact_revision", str(compact_revision))
-
-    # ----------------------------------------------------------------- clusterings
-
-    def active_clustering(self) -> ActiveClustering | None:
-        version = self.meta("active_clustering")
-        if not version:
-            return None
-        revision, created = self._db.execute(
-            "SELECT revision, create_time FROM clusterings WHERE version=?", (version,)
-        ).fetchone()
-        return ActiveClustering(self.clustering(version), int(revision), float(created))
-
-    def clustering(self, version: str) -> Clustering:
-        k, dim, fingerprint, blob, info, learned = self._db.execute(
-            "SELECT k, dim, embedder_fingerprint, centroids, info, learned_map FROM clusterings "
-            "WHERE version=?",
-            (version,),
-        ).fetchone()
-        items = self._db.execute(
-            "SELECT item_id, cluster FROM validation_items WHERE clustering_version=? "
-            "ORDER BY position",
-            (version,),
-        ).fetchall()
-        centroids = np.frombuffer(blob, dtype="<f4").reshape(k, dim).astype(np.float32)
-        return Clustering(
-            centroids=np.ascontiguousarray(centroids),
-            embedder_fingerprint=fingerprint,
-            item_ids=tuple(i for i, _ in items),
-            item_clusters=np.asarray([c for _, c in items], dtype=np.int64),
-            info=json.loads(info),
-            version=version,
-            learned=map_from_text(learned),
-        )
-
-    def put_clustering(self, clustering: Clustering, revision: int, now: float) -> None:
-        known = self._db.execute(
-            "SELECT 1 FROM clusterings WHERE version=?", (clustering.version,)
-        ).fetchone()
-        if known is None:
-            self._db.execute(
-                "INSERT INTO clusterings (version, k, dim, embedder_fingerprint, centroids, info, "
-                "revision, create_time, learned_map) VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    clustering.version,
-                    clustering.k,
-                    clustering.dim,
-                    clustering.embedder_fingerprint,
-                    np.ascontiguousarray(clustering.centroids, dtype="<f4").tobytes(),
-                    json.dumps(clustering.info, sort_keys=True),
-                    revision,
-                    now,
-                    map_to_text(clustering),
-                ),
-            )
-            self._db.executemany(
-                "INSERT INTO validation_items VALUES (?,?,?,?)",
-                [
-                    (clustering.version, item, position, int(cluster))
-                    for position, (item, cluster) in enumerate(
-                        zip(clustering.item_ids, clustering.item_clusters, strict=True)
-                    )
-                ],
-            )
-        else:
-            self._db.execute(
-                "UPDATE clusterings SET revision=?, create_time=? WHERE version=?",
-                (revision, now, clustering.version),
-            )
-        self.set_meta("active_clustering", clustering.version)
-
-    # ---------------------------------------------------------------------- models
-
-    def model(self, name: str) -> ModelRecord | None:
-        row = self._db.execute(
-            f"SELECT {MODEL_COLUMNS} FROM models WHERE name=?", (name,)
-        ).fetchone()
-        return None if row is None else model_from_row(row)
-
-    def models(self) -> list[ModelRecord]:
-        rows = self._db.execute(
-            f"SELECT {MODEL_COLUMNS} FROM models ORDER BY create_revision, name"
-        ).fetchall()
-        return [model_from_row(r) for r in rows]
-
-    def models_after(self, after: str, limit: int) -> list[ModelRecord]:
-        rows = self._db.execute(
-            f"SELECT {MODEL_COLUMNS} FROM models WHERE name > ? ORDER BY name LIMIT ?",
-            (after, limit),
-        ).fetchall()
-        return [model_from_row(r) for r in rows]
-
-    def put_model(self, record: ModelRecord) -> None:
-        self._db.execute(_UPSERT_MODEL, model_to_row(record))
-
-    def delete_model(self, name: str) -> bool:
-        return self._db.execute("DELETE FROM models WHERE name=?", (name,)).rowcount > 0
-
-    def delete_all_models(self) -> None:
-        self._db.execute("DELETE FROM model_results")
-        self._db.execute("DELETE FROM models")
-
-    def results(self, name: str) -> dict[str, float]:
-        return dict(
-            self._db.execute("SELECT item_id, score FROM model_results WHERE model=?", (name,))
-        )
-
-    def replace_results(self, name: str, scores: Mapping[str, float]) -> None:
-        self._db.execute("DELETE FROM model_results WHERE model=?", (name,))
-        self._db.executemany(
-            "INSERT INTO model_results VALUES (?,?,?)",
-            [(name, item, float(score)) for item, score in scores.items()],
-        )
-
-    # ---------------------------------------------------------------------- events
-
-    def append_event(
-        self, revision: int, seq: int, type_: str, kind: str, key: str, model: ModelRecord | None
-    ) -> None:
-        payload = model_to_json(model) if model is not None else ""
-        self._db.execute(
-            "INSERT INTO events VALUES (?,?,?,?,?,?)", (revision, seq, type_, kind, key, payload)
-        )
-
-    def events_after(self, revision: int) -> list[EventRow]:
-        rows = self._db.execute(
-            "SELECT revision, type, kind, key, payload FROM events WHERE revision > ? "
-            "ORDER BY revision, seq",
-            (revision,),
-        ).fetchall()
-        return [
-            (int(rev), type_, kind, key, model_from_json(payload) if payload else None)
-            for rev, type_, kind, key, payload in rows
-        ]

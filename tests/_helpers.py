@@ -8,8 +8,13 @@ from ``sidecar._readiness``, the one definition the tests and the bench share.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
+import numpy as np
 from uniroute.v1 import registry_pb2, registry_pb2_grpc, router_pb2_grpc
+
+from sidecar import ModelRecord, RoutingTable
 
 CODE_TASKS = [
     "reverse a linked list",
@@ -104,3 +109,48 @@ def register_specialists(client: Client) -> None:
                 results=registry_pb2.ValidationResults(results=topic_results(topic)),
             )
         )
+
+
+def synthetic_table(
+    *,
+    k: int = 3,
+    dim: int = 384,
+    models: int = 2,
+    revision: int = 7,
+    seed: int = 0,
+    costs: Sequence[float] | None = None,
+    learned: bool = False,
+) -> RoutingTable:
+    """Random unit centroids and random Ψ under clustering "v1"; model i costs i + 1 unless
+    ``costs`` says otherwise. ``learned``: a LearnedMap table (θ = 4 x the centroids)."""
+    rng = np.random.default_rng(seed)
+    centroids = rng.standard_normal((k, dim)).astype(np.float32)
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    records = [
+        ModelRecord(
+            f"m{i}",
+            float(i + 1) if costs is None else costs[i],
+            rng.random(k),
+            np.zeros(k, np.int64),
+            0.5,
+            0,
+            "results",
+            "v1",
+            "",
+            {},
+            i + 1,
+            i + 1,
+            0.0,
+            0.0,
+        )
+        for i in range(models)
+    ]
+    return RoutingTable.build(
+        revision=revision,
+        clustering_version="v1",
+        embedder_fingerprint="f",
+        centroids=centroids,
+        models=records,
+        theta=centroids * 4.0 if learned else None,
+        bias=np.zeros(k, np.float32) if learned else None,
+    )

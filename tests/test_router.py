@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from _helpers import synthetic_table
 
 from sidecar import (
     Decision,
@@ -24,35 +25,7 @@ from sidecar._records import ModelRecord
 
 
 def _table(k: int = 3, dim: int = 384, models: int = 2) -> RoutingTable:
-    rng = np.random.default_rng(0)
-    centroids = rng.standard_normal((k, dim)).astype(np.float32)
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    records = [
-        ModelRecord(
-            f"m{i}",
-            float(i + 1),
-            rng.random(k),
-            np.zeros(k, np.int64),
-            0.5,
-            0,
-            "results",
-            "v1",
-            "",
-            {},
-            i + 1,
-            i + 1,
-            0.0,
-            0.0,
-        )
-        for i in range(models)
-    ]
-    return RoutingTable.build(
-        revision=7,
-        clustering_version="v1",
-        embedder_fingerprint="f",
-        centroids=centroids,
-        models=records,
-    )
+    return synthetic_table(k=k, dim=dim, models=models)
 
 
 def test_prompt_byte_cap_states_the_limit(embedder):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from _helpers import synthetic_table
 
 from sidecar import Query, Router, RoutingTable, TableHolder
-from sidecar._records import ModelRecord
 from sidecar._wire import RouteResponses, route_response
 
 DIM = 384
@@ -14,36 +14,9 @@ DIM = 384
 def _table(
     *, revision: int = 7, learned: bool = False, k: int = 4, models: int = 6
 ) -> RoutingTable:
-    rng = np.random.default_rng(revision)
-    centroids = rng.standard_normal((k, DIM)).astype(np.float32)
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    records = [
-        ModelRecord(
-            f"m{i}",
-            float(rng.uniform(0.1, 9.0)),
-            rng.random(k),
-            np.zeros(k, np.int64),
-            0.5,
-            0,
-            "results",
-            "v1",
-            "",
-            {},
-            i + 1,
-            i + 1,
-            0.0,
-            0.0,
-        )
-        for i in range(models)
-    ]
-    return RoutingTable.build(
-        revision=revision,
-        clustering_version="v1",
-        embedder_fingerprint="f",
-        centroids=centroids,
-        models=records,
-        theta=centroids * 4.0 if learned else None,
-        bias=np.zeros(k, np.float32) if learned else None,
+    costs = np.random.default_rng(revision + 1).uniform(0.1, 9.0, models).tolist()
+    return synthetic_table(
+        k=4, dim=DIM, models=models, revision=revision, seed=revision, costs=costs, learned=learned
     )
 
 
