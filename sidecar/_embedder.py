@@ -10,7 +10,6 @@ fingerprint ties clusterings to the exact embedding function that produced them.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from ._embedder_manifest import (
     MODEL_FILE,
     REBUILD_HINT,
     TOKENIZER_FILE,
+    VerifiedArtifact,
     compute_fingerprint,
     read_manifest,
     verify_file,
@@ -91,7 +91,7 @@ class BatchEmbedding:
         return int(self.vectors.shape[0])
 
 
-class Embedder:
+class Embedder(VerifiedArtifact):
     """Thread-safe text -> unit vector function backed by onnxruntime.
 
     Safe to share between threads: the tokenizer is configured once and only read,
@@ -107,13 +107,10 @@ class Embedder:
         tokenizer: Tokenizer,
     ) -> None:
         """Wire up already-validated parts; use ``from_dir`` unless you are the exporter."""
-        self._path = path
-        self._manifest = dict(manifest)
+        super().__init__(path, manifest, int(manifest["dim"]))
         self._session = session
         self._tokenizer = tokenizer
-        self._dim = int(manifest["dim"])
         self._max_tokens = int(manifest["max_tokens"])
-        self._fingerprint = str(manifest["fingerprint"])
         self._window = TokenWindow.parse(str(manifest["truncation"]), self._max_tokens)
         if self._window.mode != "head":
             # The tokenizer's own truncation can only keep the head; cut in encode().
@@ -193,29 +190,12 @@ class Embedder:
             )
 
     @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
     def max_tokens(self) -> int:
         return self._max_tokens
 
     @property
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    @property
     def truncation(self) -> str:
         return self._window.spec
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        """A copy, so callers cannot mutate what the embedder was verified against."""
-        return copy.deepcopy(self._manifest)
-
-    @property
-    def path(self) -> Path:
-        return self._path
 
     def __repr__(self) -> str:
         return (

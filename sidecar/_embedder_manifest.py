@@ -9,6 +9,7 @@ checks one before loading anything.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -137,3 +138,30 @@ def verify_file(path: Path, name: str, expected_sha: str) -> None:
             f"{file_path} is corrupt or replaced: sha256 {actual[:16]}... != manifest "
             f"{str(expected_sha)[:16]}...; {REBUILD_HINT}"
         )
+
+
+class VerifiedArtifact:
+    """What every embedder reports of the artifact it was loaded from and verified against."""
+
+    def __init__(self, path: Path, manifest: Mapping[str, Any], dim: int) -> None:
+        self._path = Path(path)
+        self._manifest = dict(manifest)
+        self._fingerprint = str(manifest["fingerprint"])
+        self._dim = int(dim)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """A copy, so callers cannot mutate what the embedder was verified against."""
+        return copy.deepcopy(self._manifest)
+
+    @property
+    def path(self) -> Path:
+        return self._path

@@ -16,7 +16,6 @@ always differs from the ONNX embedder's and clusterings are never mixed.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +27,13 @@ import numpy.typing as npt
 
 from . import _static_kernels
 from ._embedder import BatchEmbedding, Embedding, Encoded
-from ._embedder_manifest import MANIFEST_FILE, TOKENIZER_FILE, sha256_file, verify_file
+from ._embedder_manifest import (
+    MANIFEST_FILE,
+    TOKENIZER_FILE,
+    VerifiedArtifact,
+    sha256_file,
+    verify_file,
+)
 from ._errors import ArtifactError
 from ._table import RoutingTable
 from ._wordpiece import WordPiece
@@ -107,7 +112,7 @@ def read_static_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-class StaticEmbedder:
+class StaticEmbedder(VerifiedArtifact):
     """Thread-safe text -> unit vector function over a token table; see the module docstring."""
 
     def __init__(
@@ -122,13 +127,10 @@ class StaticEmbedder:
         """Wire up already-checked parts; ``weight`` = token weight x dequantisation scale."""
         if table.ndim != 2 or weight.shape != (table.shape[0],):
             raise ArtifactError(f"{path}: table {table.shape} and weights {weight.shape} disagree")
-        self._path = path
-        self._manifest = dict(manifest)
+        super().__init__(path, manifest, int(table.shape[1]))
         self._wordpiece = wordpiece
         self._table = _frozen(table)
         self._weight = _frozen(weight.astype(np.float32))
-        self._fingerprint = str(manifest["fingerprint"])
-        self._dim = int(table.shape[1])
 
     @classmethod
     def from_dir(cls, path: Path) -> StaticEmbedder:
@@ -176,14 +178,6 @@ class StaticEmbedder:
     # -- what the router and the CLI read --
 
     @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    @property
     def truncation(self) -> str:
         return NO_TRUNCATION
 
@@ -194,14 +188,6 @@ class StaticEmbedder:
     @property
     def max_tokens(self) -> int:
         return 0  # no limit: the prompt byte limit bounds the work
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        return copy.deepcopy(self._manifest)
-
-    @property
-    def path(self) -> Path:
-        return self._path
 
     @property
     def wordpiece(self) -> WordPiece:
