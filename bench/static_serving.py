@@ -176,7 +176,7 @@ def stage_times(sidecar: Any, servicer: Any, words: int, per: int) -> dict[str, 
     from uniroute.v1 import router_pb2
 
     from sidecar import Query
-    from sidecar._wire import route_query, route_response
+    from sidecar._wire import route_query
 
     texts = prompts(words, per, seed=50 + words)
     requests = [router_pb2.RouteRequest(prompt=t) for t in texts]
@@ -186,7 +186,7 @@ def stage_times(sidecar: Any, servicer: Any, words: int, per: int) -> dict[str, 
         "tokenise": lambda i: embedder.tokens(texts[i]),
         "route_query": lambda i: route_query(requests[i]),
         "Router.route": lambda i: sidecar.router.route(Query(prompt=texts[i])),
-        "route_response": lambda i: route_response(decision),
+        "RouteResponses.response": lambda i: servicer.responses.response(decision),
         "RouterServicer.Route": lambda i: servicer.Route(requests[i], context),
     }
     out = {}

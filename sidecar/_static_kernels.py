@@ -109,14 +109,26 @@ def _embed_row(
 
 
 @njit(nogil=True)
-def _check(spans: npt.NDArray[np.int64], n_ids: int, X: F32Array, table: F32Array) -> None:
+def _embed_rows(
+    ids: npt.NDArray[np.int32],
+    spans: npt.NDArray[np.int64],
+    table: F32Array,
+    weight: F32Array,
+    X: F32Array,
+) -> None:
+    # Both entry points: check the shapes and spans, then embed every row with ids.
     if spans.shape[1] != 2 or spans.shape[0] != X.shape[0]:
         raise ValueError("spans must be N x 2, one row per row of X")
     if X.shape[1] != table.shape[1]:
         raise ValueError("X and the table have different dimensions")
+    if weight.shape[0] != table.shape[0]:
+        raise ValueError("weight must have one entry per table row")
     for n in range(spans.shape[0]):
-        if spans[n, 0] >= 0 and not (spans[n, 0] <= spans[n, 1] <= n_ids):
+        if spans[n, 0] >= 0 and not (spans[n, 0] <= spans[n, 1] <= ids.shape[0]):
             raise ValueError("a span lies outside ids")
+    for n in range(spans.shape[0]):
+        if spans[n, 0] >= 0:
+            _embed_row(ids[spans[n, 0] : spans[n, 1]], table, weight, X[n])
 
 
 @njit(_SIGS_EMBED, cache=True, nogil=True)
@@ -128,12 +140,7 @@ def embed_tokens(
     X: F32Array,
 ) -> None:
     """Row n of X = the normalised weighted mean of its ids' rows (start -1: row kept)."""
-    _check(spans, ids.shape[0], X, table)
-    if weight.shape[0] != table.shape[0]:
-        raise ValueError("weight must have one entry per table row")
-    for n in range(spans.shape[0]):
-        if spans[n, 0] >= 0:
-            _embed_row(ids[spans[n, 0] : spans[n, 1]], table, weight, X[n])
+    _embed_rows(ids, spans, table, weight, X)
 
 
 @njit(_SIGS_ROUTE, cache=True, nogil=True)
@@ -153,12 +160,7 @@ def route_tokens(
     out_chosen: npt.NDArray[np.int64],
 ) -> None:
     """Embeds the rows of X that have ids, then ``_kernels.route`` over every row."""
-    _check(spans, ids.shape[0], X, table)
-    if weight.shape[0] != table.shape[0]:
-        raise ValueError("weight must have one entry per table row")
-    for n in range(spans.shape[0]):
-        if spans[n, 0] >= 0:
-            _embed_row(ids[spans[n, 0] : spans[n, 1]], table, weight, X[n])
+    _embed_rows(ids, spans, table, weight, X)
     _kernels.route(X, centroids, psi, cost, lams, masks, out_scores, out_clusters, out_chosen)
 
 
