@@ -323,6 +323,36 @@ def _soft_scores(
             out_scores[m] = np.float32(np.inf)
 
 
+@njit(nogil=True)
+def _check_decisions(
+    X: F32Array,
+    n_clusters: int,
+    psi: F32Array,
+    cost: F32Array,
+    lams: F64Array,
+    masks: BoolArray,
+    out_scores: F32Array,
+    out_clusters: I64Array,
+    out_chosen: I64Array,
+) -> int:
+    # The shapes both kernels share; returns the number of rows.
+    n_rows = X.shape[0]
+    n_models = psi.shape[0]
+    if psi.shape[1] != n_clusters:
+        raise ValueError("psi must have one column per cluster")
+    if cost.shape[0] != n_models:
+        raise ValueError("cost must have one entry per model (row of psi)")
+    if lams.shape[0] != n_rows or masks.shape[0] != n_rows:
+        raise ValueError("lams and masks must have one row per embedding")
+    if masks.shape[1] != n_models:
+        raise ValueError("masks must have one column per model")
+    if out_scores.shape[0] != n_rows or out_scores.shape[1] != n_models:
+        raise ValueError("out_scores must be N x M")
+    if out_clusters.shape[0] != n_rows or out_chosen.shape[0] != n_rows:
+        raise ValueError("out_clusters and out_chosen must have one entry per embedding")
+    return n_rows
+
+
 # --------------------------------------------------------------------------- kernels
 
 
@@ -344,25 +374,12 @@ def route(
     out_scores[n] the candidates' scores (+inf for non-candidates) and out_chosen[n]
     the chosen model (-1 if there is no candidate or no cluster).
     """
-    n_rows = X.shape[0]
-    n_clusters = centroids.shape[0]
-    n_models = psi.shape[0]
-    if n_clusters < 1:
+    if centroids.shape[0] < 1:
         raise ValueError("need at least one centroid")
     if centroids.shape[1] != X.shape[1]:
         raise ValueError("embedding and centroid dimensions differ")
-    if psi.shape[1] != n_clusters:
-        raise ValueError("psi must have one column per cluster")
-    if cost.shape[0] != n_models:
-        raise ValueError("cost must have one entry per model (row of psi)")
-    if lams.shape[0] != n_rows or masks.shape[0] != n_rows:
-        raise ValueError("lams and masks must have one row per embedding")
-    if masks.shape[1] != n_models:
-        raise ValueError("masks must have one column per model")
-    if out_scores.shape[0] != n_rows or out_scores.shape[1] != n_models:
-        raise ValueError("out_scores must be N x M")
-    if out_clusters.shape[0] != n_rows or out_chosen.shape[0] != n_rows:
-        raise ValueError("out_clusters and out_chosen must have one entry per embedding")
+    n_rows = _check_decisions(X, centroids.shape[0], psi, cost, lams, masks,
+                              out_scores, out_clusters, out_chosen)  # fmt: skip
     for n in range(n_rows):
         cluster = _nearest(X[n], centroids)
         out_clusters[n] = cluster
@@ -395,29 +412,17 @@ def route_soft(
     bias float32[K] and out_weights float64[N, K] (the row's Φ; unspecified when
     out_clusters[n] is -1). See the module docstring for the rule.
     """
-    n_rows = X.shape[0]
     n_clusters = theta.shape[0]
-    n_models = psi.shape[0]
     if n_clusters < 1:
         raise ValueError("need at least one cluster")
     if theta.shape[1] != X.shape[1]:
         raise ValueError("embedding and theta dimensions differ")
     if bias.shape[0] != n_clusters:
         raise ValueError("bias must have one entry per cluster")
-    if psi.shape[1] != n_clusters:
-        raise ValueError("psi must have one column per cluster")
-    if cost.shape[0] != n_models:
-        raise ValueError("cost must have one entry per model (row of psi)")
-    if lams.shape[0] != n_rows or masks.shape[0] != n_rows:
-        raise ValueError("lams and masks must have one row per embedding")
-    if masks.shape[1] != n_models:
-        raise ValueError("masks must have one column per model")
+    n_rows = _check_decisions(X, n_clusters, psi, cost, lams, masks,
+                              out_scores, out_clusters, out_chosen)  # fmt: skip
     if out_weights.shape[0] != n_rows or out_weights.shape[1] != n_clusters:
         raise ValueError("out_weights must be N x K")
-    if out_scores.shape[0] != n_rows or out_scores.shape[1] != n_models:
-        raise ValueError("out_scores must be N x M")
-    if out_clusters.shape[0] != n_rows or out_chosen.shape[0] != n_rows:
-        raise ValueError("out_clusters and out_chosen must have one entry per embedding")
     for n in range(n_rows):
         w = out_weights[n]
         cluster = _soft_weights(X[n], theta, bias, w)
