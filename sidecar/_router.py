@@ -4,10 +4,9 @@ Plain Python with no gRPC and no store in it, so the same logic serves the
 servicers, the tests and the benchmarks. Route and RouteBatch take the same
 path (a Route is a batch of one): the embedding cache, the micro-batcher, the
 metrics and the kernel are the same for both. The only shared state read is
-the table reference, taken once per call.
-
-Longer than 400 lines: the one Route path serves both embedders and both map
-kinds; the kernels themselves live elsewhere.
+the table reference, taken once per call. Its records (``Query``,
+``Decision``) live in ``_route_records``, the kernels in ``_kernels`` and
+``_static_kernels``.
 """
 
 from __future__ import annotations
