@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -39,6 +40,7 @@ from typing import Any
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 from uniroute.v1 import router_pb2_grpc
 
 from bench._common import (
@@ -219,7 +221,9 @@ def run(args: argparse.Namespace) -> int:
     static_dir = str(default_static_dir())
     with tempfile.TemporaryDirectory(prefix="bench-static-serving-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        static = stack.enter_context(sidecar_process(work, "static", "--embedder", static_dir))
+        metrics_address = f"127.0.0.1:{free_port()}"
+        static_args = ("--embedder", static_dir, "--metrics-listen", metrics_address)
+        static = stack.enter_context(sidecar_process(work, "static", *static_args))
         aio, aio_pid = stack.enter_context(aio_process(work, "static-aio"))
         minilm = stack.enter_context(sidecar_process(work, "minilm"))
         for address in (static, aio, minilm):
@@ -227,7 +231,9 @@ def run(args: argparse.Namespace) -> int:
                 register_synthetic_models(channel)
         pids = {"static": pid_of(static, work, "static"), "static-aio": aio_pid,
                 "minilm": pid_of(minilm, work, "minilm")}  # fmt: skip
+        before = stage_seconds(metrics_address)
         lat = latency({"static": static, "static-aio": aio}, args.rounds, args.per_round)
+        in_server = stage_means_us(before, stage_seconds(metrics_address))
         texts = prompts(20, 2000, seed=7)
         throughput = {}
         for name, address in (("static", static), ("static-aio", aio), ("minilm", minilm)):
@@ -237,9 +243,38 @@ def run(args: argparse.Namespace) -> int:
         memory = {name: status_kb(pid) for name, pid in pids.items()}
         breakdown = in_process(work, args.per_round * 5)
     floor = memory_floor()
-    markdown, data = report(lat, throughput, memory, breakdown, args, floor)
+    markdown, data = report(lat, throughput, memory, breakdown, args, floor, in_server)
     record("static_serving", data, markdown)
     return 0
+
+
+def stage_seconds(metrics_address: str) -> dict[str, tuple[float, float]]:
+    """The static sidecar's own Route stage histograms: stage -> (sum s, count)."""
+    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    out: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "uniroute_route_stage_seconds":
+            continue
+        for sample in family.samples:
+            stage = sample.labels.get("stage", "")
+            if sample.name.endswith("_sum"):
+                out.setdefault(stage, [0.0, 0.0])[0] = sample.value
+            elif sample.name.endswith("_count"):
+                out.setdefault(stage, [0.0, 0.0])[1] = sample.value
+    return {stage: (v[0], v[1]) for stage, v in out.items()}
+
+
+def stage_means_us(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, float]:
+    """Mean µs per Route of each stage between two scrapes (the latency phase's Routes)."""
+    means = {}
+    for stage, (total, count) in after.items():
+        was_total, was_count = before.get(stage, (0.0, 0.0))
+        if count > was_count:
+            means[stage] = (total - was_total) / (count - was_count) * 1e6
+    return means
 
 
 # What a process holds before any sidecar data: each probe runs in a fresh
@@ -274,6 +309,7 @@ def report(
     breakdown: dict[str, dict[str, float]],
     args: Any,
     floor: dict[str, int],
+    in_server: dict[str, float],
 ) -> tuple[str, dict[str, Any]]:
     goals: dict[str, Any] = {}
     lines = [
@@ -318,6 +354,15 @@ def report(
     ]
     for words, row in breakdown.items():
         lines.append(f"| {words} | " + " | ".join(f"{row[s]:.1f}" for s in stages) + " |")
+    lines += [
+        "",
+        "The same stages inside the serving `static` sidecar during the latency runs above "
+        "(its own `uniroute_route_stage_seconds`, mean µs per Route, 20 and 200 words "
+        "together): "
+        + ", ".join(f"{stage} {us:.1f}" for stage, us in in_server.items())
+        + ". The code is the same as in the loop above; between two requests the server's "
+        "and the client's other work leave the CPU caches cold for it.",
+    ]
     lines += [
         "",
         f"Throughput, {CALLERS} closed-loop callers for {args.seconds:g} s each (client threads "
@@ -366,6 +411,7 @@ def report(
         "throughput": throughput,
         "memory_kb": memory,
         "memory_floor_kb": floor,
+        "in_server_stage_us": in_server,
         "in_process_us": breakdown,
         "goals": goals,
     }
