@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import ctypes
 import json
 import os
 import platform
@@ -23,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -32,6 +31,7 @@ from typing import IO, Any
 import grpc
 import numpy as np
 
+from sidecar._children import dying_with_parent
 from sidecar._readiness import FAST_RECONNECT, free_port, wait_serving
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -140,7 +140,6 @@ STOP_GRACE_S = 30.0
 
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 _CHILDREN_LOCK = threading.Lock()
-_PR_SET_PDEATHSIG = 1
 
 
 class TimeLimitExceeded(SystemExit):
@@ -153,23 +152,6 @@ def _say(message: str) -> None:
         os.write(2, (message + "\n").encode())
 
 
-def _die_with_parent(parent: int) -> Callable[[], None] | None:
-    """A preexec_fn that has the kernel SIGKILL the child when ``parent`` dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def setup() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return setup
-
-
 def spawn(
     command: Sequence[str],
     *,
@@ -180,13 +162,12 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Starts ``command`` as a tracked child in its own process group; see `stop`."""
     process = subprocess.Popen(
-        list(command),
+        dying_with_parent(command),
         stdout=log,
         stderr=log,
         env=env,
         cwd=cwd,
         start_new_session=True,
-        preexec_fn=_die_with_parent(os.getpid()),
     )
     with _CHILDREN_LOCK:
         _CHILDREN[process.pid] = process

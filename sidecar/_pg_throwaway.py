@@ -15,24 +15,22 @@ that user; ``.ci/run`` creates the user when it is missing.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import glob
 import os
 import pwd
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+from ._children import dying_with_parent
 from ._readiness import free_port
 
 RUN_AS = "postgres"  # the unprivileged user initdb and postgres run as under root
-_PR_SET_PDEATHSIG = 1
 
 
 def server_bindir() -> Path | None:
@@ -53,21 +51,6 @@ def server_bindir() -> Path | None:
         if (bindir / "postgres").is_file() and (bindir / "initdb").is_file():
             return bindir
     return None
-
-
-def _kill_with_parent() -> Callable[[], None] | None:
-    """preexec_fn: the kernel SIGKILLs the child when this process dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def setup() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return setup
 
 
 class ThrowawayPostgres:
@@ -108,16 +91,9 @@ class ThrowawayPostgres:
     def _command(self, program: str, *args: str) -> list[str]:
         command = [str(self.bindir / program), *args]
         if self._as_root:
-            return [
-                "setpriv",
-                f"--reuid={RUN_AS}",
-                f"--regid={RUN_AS}",
-                "--init-groups",
-                "--pdeathsig=KILL",
-                "--",
-                *command,
-            ]
-        return command
+            user = (f"--reuid={RUN_AS}", f"--regid={RUN_AS}", "--init-groups")
+            return dying_with_parent(command, *user)
+        return dying_with_parent(command)
 
     def _run(self, command: list[str]) -> None:
         result = subprocess.run(
@@ -142,9 +118,7 @@ class ThrowawayPostgres:
             "postgres", "-D", str(self.data), "-p", str(self.port), "-k", str(self.root), *options
         )
         with self.log.open("ab") as log:
-            self._process = subprocess.Popen(
-                command, stdout=log, stderr=log, preexec_fn=_kill_with_parent()
-            )
+            self._process = subprocess.Popen(command, stdout=log, stderr=log)
         self._wait_ready(timeout)
         return self
 
