@@ -20,6 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from uniroute.v1 import router_pb2, router_pb2_grpc
 
 from bench._common import add_time_limit, guarded, record, sidecar_process, summarise_ms, verdict
@@ -29,19 +30,29 @@ CALLERS = (1, 8, 32)
 TIME_LIMIT_S = 15 * 60
 
 
-def drive(address: str, callers: int, seconds: float, texts: Sequence[str]) -> list[float]:
-    """Closed loop: each caller sends its next prompt as soon as the previous answer lands."""
+def drive(
+    address: str, callers: int, seconds: float, texts: Sequence[str], *, empty: bool = False
+) -> list[float]:
+    """Closed loop: each caller sends its next prompt as soon as the previous answer lands.
+
+    ``empty``: health Checks instead of Routes, the most calls/s the server's gRPC
+    stack can answer at all with these callers on these cores.
+    """
     latencies: list[list[float]] = [[] for _ in range(callers)]
     stop_at = time.perf_counter() + seconds
     with grpc.insecure_channel(address) as channel:
         stub = router_pb2_grpc.RouterStub(channel)
+        check = health_pb2_grpc.HealthStub(channel).Check
 
         def caller(c: int) -> None:
             i = c * 9973
             while time.perf_counter() < stop_at:
                 request = router_pb2.RouteRequest(prompt=texts[i % len(texts)])
                 t0 = time.perf_counter()
-                stub.Route(request)
+                if empty:
+                    check(health_pb2.HealthCheckRequest())
+                else:
+                    stub.Route(request)
                 latencies[c].append(time.perf_counter() - t0)
                 i += 1
 
