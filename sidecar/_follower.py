@@ -160,21 +160,25 @@ class Follower:
                     self._fail_over()
                 attempt += 1
                 stub = registry_pb2_grpc.RegistryStub(channels[self.leader])
+                applied = True  # False: the leader sent a clustering this copy refuses
                 try:
                     self._follow(stub)
                 except grpc.RpcError as exc:
                     if not self._stop.is_set():
                         self._note(f"watch stream to {self.leader} ended: {_describe(exc)}")
                 except EmbedderMismatch as exc:
+                    applied = False
                     self._note(str(exc), level=logging.ERROR)
                     self.on_refused(str(exc))
-                except SidecarError as exc:
+                except SidecarError as exc:  # e.g. changes from another store: resync now
                     self._note(f"cannot apply an update from {self.leader}: {exc}", logging.ERROR)
                 finally:
                     self.status.connected = False
                     self._call = None
-                if self._delivered:
+                if self._delivered and applied:
                     attempt = 1  # the stream worked, even if it then broke: start small again
+                # A refusal keeps growing the backoff: the leader will send the same
+                # thing again, so asking ~10 times a second only fills the log.
                 delay = min(self.backoff_max, self.backoff_initial * 2 ** min(attempt, 16))
                 self._stop.wait(random.uniform(0, delay))  # full jitter
         finally:
@@ -252,8 +256,10 @@ class Follower:
             self.on_refused(None)
 
     def _note(self, message: str, level: int = logging.WARNING) -> None:
+        """Records and logs ``message``; the same message again is logged at DEBUG only."""
+        repeated = message == self.status.last_error
         self.status.last_error = message
-        log.log(level, message)
+        log.log(logging.DEBUG if repeated else level, message)
 
     def _watch_dog(self) -> None:
         """Cancels a stream that went silent (no heartbeat) so the loop reconnects."""

@@ -279,6 +279,12 @@ def test_follower_refuses_clustering_from_another_embedder(
     )
     assert follower.tables.current is before  # the old table keeps serving
     assert client.router.Route(router_pb2.RouteRequest(prompt=CODE_PROMPT)).model == "coder"
+    # Each refusal grows the backoff (0.1 s doubling, capped at 5 s, full jitter):
+    # in 4 s that is about 5 reconnects at most, where resetting it after every
+    # delivered snapshot made about 40.
+    reconnects = status(client).reconnect_count
+    time.sleep(4.0)
+    assert status(client).reconnect_count - reconnects <= 12
 
 
 class _Context:
