@@ -10,7 +10,8 @@ each request's headers and buffered body to the sidecar, which sets
 ``x-uniroute-model``; one route per registered model matches that header and
 sends the request to that model's upstream cluster; a last route sends
 everything else (explicit models, requests the processor let through) to the
-default upstream. The chosen model is copied onto the response by Envoy.
+default upstream. The chosen model is copied onto the response by Envoy, and
+Envoy's own error replies are put in OpenAI's error shape, as the sidecar's are.
 """
 
 from __future__ import annotations
@@ -33,6 +34,48 @@ DEFAULT_ROUTE_TIMEOUT_S = 300.0
 _TYPES = "type.googleapis.com/envoy.extensions."
 _HCM = _TYPES + "filters.network.http_connection_manager.v3.HttpConnectionManager"
 _EXT_PROC = _TYPES + "filters.http.ext_proc.v3.ExternalProcessor"
+_CEL = _TYPES + "access_loggers.filters.cel.v3.ExpressionFilter"
+
+# Envoy's own error replies (a body past its buffer, the processor down or too
+# slow, an upstream unreachable) in OpenAI's error shape, as the processor's
+# replies already are: an OpenAI client then reads every error the same way.
+# The processor's replies carry response code details "uniroute_*" and are
+# left as they are.
+_NOT_THE_PROCESSORS = "!response.code_details.startsWith('uniroute')"
+_LOCAL_REPLY_MAPPERS = (
+    ("413", "invalid_request_error", "request_too_large"),
+    ("504", "server_error", "gateway_timeout"),
+    ("500", "server_error", "proxy_error"),
+    ("502", "server_error", "proxy_error"),
+    ("503", "server_error", "upstream_unavailable"),
+)
+_LOCAL_REPLIES = """          # Envoy's own error replies in OpenAI's error shape (the processor's
+          # replies, response code details uniroute_*, already are).
+          local_reply_config:
+            mappers:
+""" + "".join(
+    f"""            - filter:
+                and_filter:
+                  filters:
+                  - status_code_filter:
+                      comparison:
+                        op: EQ
+                        value: {{default_value: {status}, runtime_key: uniroute.local_reply}}
+                  - extension_filter:
+                      name: envoy.access_loggers.extension_filters.cel
+                      typed_config:
+                        "@type": {_CEL}
+                        expression: "{_NOT_THE_PROCESSORS}"
+              body_format_override:
+                json_format:
+                  error:
+                    message: "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)"
+                    type: {kind}
+                    code: {code}
+                content_type: application/json
+"""
+    for status, kind, code in _LOCAL_REPLY_MAPPERS
+)
 
 
 @dataclass(frozen=True)
@@ -221,7 +264,7 @@ static_resources:
         typed_config:
           "@type": {_HCM}
           stat_prefix: openai
-          route_config:
+{_LOCAL_REPLIES}          route_config:
             name: models
             virtual_hosts:
             - name: llm

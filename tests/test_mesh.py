@@ -287,8 +287,12 @@ def test_oversized_chunked_bodies_get_413(mesh) -> None:
     head = b'{"model": "auto", "messages": [{"role": "user", "content": "'
     status, data = send_chunked(mesh["envoy"], [head, b"y" * (MAX_BODY + 10), b'"}]}'])
     assert status == 413 and json.loads(data)["error"]["code"] == "request_too_large"
+    processor_message = json.loads(data)["error"]["message"]
     status, data = send_chunked(mesh["envoy"], [head, b"y" * (BUFFER + 10), b'"}]}'])
-    assert status == 413  # past Envoy's own buffer: Envoy answers, with its own body
+    assert status == 413  # past Envoy's own buffer: Envoy answers, in OpenAI's shape too
+    error = json.loads(data)["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "request_too_large")
+    assert error["message"] != processor_message and "too_large" in error["message"]
 
 
 def test_streaming_passes_through(mesh, client) -> None:
@@ -394,9 +398,17 @@ def test_a_slow_or_dead_sidecar_is_decided_by_envoys_settings(mesh, allow: bool)
         status, reply = outcome()
         assert time.monotonic() - started < 5
         assert status == (200 if allow else 504), reply
+        if not allow:  # Envoy's own reply, in OpenAI's error shape
+            assert (reply["error"]["type"], reply["error"]["code"]) == (
+                "server_error",
+                "gateway_timeout",
+            )
     finally:
         os.kill(spare.popen.pid, signal.SIGCONT)
     spare.popen.kill()  # down: nothing listens any more
     spare.popen.wait(timeout=30)
     status, reply = outcome()
     assert status == (200 if allow else 500), reply
+    if not allow:
+        assert (reply["error"]["type"], reply["error"]["code"]) == ("server_error", "proxy_error")
+        assert "ext_proc" in reply["error"]["message"]  # Envoy's details say what failed
