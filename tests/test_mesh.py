@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import openai
@@ -385,7 +386,7 @@ def test_a_slow_or_dead_sidecar_is_decided_by_envoys_settings(mesh, allow: bool)
     assert (status, reply["error"]["code"]) == (503, "no_models_available")
     default = group.upstreams["default"]
 
-    def outcome() -> tuple[int, object]:
+    def outcome() -> tuple[int, Any]:
         before = len(default.requests())
         status, _, reply = post(envoy, body)
         if allow:
