@@ -28,6 +28,7 @@ from ._embedder_manifest import (
     compute_fingerprint,
     read_manifest,
     verify_file,
+    verify_fingerprint,
 )
 from ._errors import ArtifactError, InvalidArgument
 from ._truncation import CUT_CHARS_PER_TOKEN, TokenWindow
@@ -139,18 +140,7 @@ class Embedder(VerifiedArtifact):
         manifest = read_manifest(path)
         for name in (MODEL_FILE, TOKENIZER_FILE):
             verify_file(path, name, manifest["files"][name])
-        try:
-            expected = compute_fingerprint(manifest)
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ArtifactError(
-                f"{path / MANIFEST_FILE}: cannot compute fingerprint ({exc!r}); {REBUILD_HINT}"
-            ) from exc
-        if expected != manifest["fingerprint"]:
-            raise ArtifactError(
-                f"{path / MANIFEST_FILE}: fingerprint {manifest['fingerprint']!r} does not "
-                f"match the manifest fields (expected {expected!r}); the manifest was edited "
-                f"or is from another export; {REBUILD_HINT}"
-            )
+        verify_fingerprint(manifest, compute_fingerprint, path / MANIFEST_FILE)
         if truncation is not None and truncation != manifest["truncation"]:
             try:
                 TokenWindow.parse(truncation, int(manifest["max_tokens"]))

@@ -13,7 +13,7 @@ import copy
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,25 @@ def read_manifest(path: Path) -> dict[str, Any]:
                 f"{REBUILD_HINT}"
             )
     return manifest
+
+
+def verify_fingerprint(
+    manifest: Mapping[str, Any], compute: Callable[[Mapping[str, Any]], str], where: Path
+) -> None:
+    """Fail unless ``manifest["fingerprint"]`` is what ``compute`` derives from its fields
+    (each embedder kind has its own ``compute``; ``where`` is the manifest file)."""
+    try:
+        expected = compute(manifest)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ArtifactError(
+            f"{where}: cannot compute fingerprint ({exc!r}); {REBUILD_HINT}"
+        ) from exc
+    if expected != manifest["fingerprint"]:
+        raise ArtifactError(
+            f"{where}: fingerprint {manifest['fingerprint']!r} does not match the manifest "
+            f"fields (expected {expected!r}); the manifest was edited or is from another "
+            f"export; {REBUILD_HINT}"
+        )
 
 
 def verify_file(path: Path, name: str, expected_sha: str) -> None:

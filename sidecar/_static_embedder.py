@@ -33,6 +33,7 @@ from ._embedder_manifest import (
     VerifiedArtifact,
     sha256_file,
     verify_file,
+    verify_fingerprint,
 )
 from ._errors import ArtifactError
 from ._table import RoutingTable
@@ -98,17 +99,7 @@ def read_static_manifest(path: Path) -> dict[str, Any]:
                 f"{manifest_path}: {key}={manifest[key]!r} is unsupported (want {want!r}); "
                 f"{REBUILD_HINT}"
             )
-    try:
-        expected = static_fingerprint(manifest)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ArtifactError(
-            f"{manifest_path}: cannot compute fingerprint ({exc!r}); {REBUILD_HINT}"
-        ) from exc
-    if expected != manifest["fingerprint"]:
-        raise ArtifactError(
-            f"{manifest_path}: fingerprint {manifest['fingerprint']!r} does not match the "
-            f"manifest fields (expected {expected!r}); {REBUILD_HINT}"
-        )
+    verify_fingerprint(manifest, static_fingerprint, manifest_path)
     return manifest
 
 
