@@ -29,6 +29,11 @@ def _alive(pid: int) -> bool:
         return stat.read().split(")")[1].split()[0] != "Z"
 
 
+def _program(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        return cmdline.read().split(b"\0")[0]
+
+
 @needs_setpriv
 def test_the_child_dies_when_its_parent_is_killed(tmp_path):
     pid_file = tmp_path / "child.pid"
@@ -48,9 +53,11 @@ def test_the_child_dies_when_its_parent_is_killed(tmp_path):
             assert time.monotonic() < deadline, "the parent never started its child"
             time.sleep(0.02)
         child = int(pid_file.read_text())
-        assert _alive(child)
-        with open(f"/proc/{child}/cmdline", "rb") as cmdline:  # setpriv exec'd the command
-            assert cmdline.read().split(b"\0")[0] == b"sleep"
+        # Popen returns at fork: setpriv may not have set the signal and exec'd sleep yet.
+        while _program(child) != b"sleep":
+            assert _alive(child), "the child died before it ran its command"
+            assert time.monotonic() < deadline, "setpriv never exec'd the command"
+            time.sleep(0.02)
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=10)
         deadline = time.monotonic() + 10
