@@ -47,7 +47,7 @@ from ._errors import (
     SidecarError,
     StoreUnavailable,
 )
-from ._pg_announcer import Announcer
+from ._pg_announcer import PgAnnouncer
 from ._records import (
     FLOAT_ARRAY,
     INT_ARRAY,
@@ -201,7 +201,7 @@ class PostgresStore:
             name="uniroute",
             open=True,
         )
-        self._announcer = Announcer(
+        self._announcer = PgAnnouncer(
             url, _CONNECT_KWARGS, CHANNEL, self._committed_revision, start, poll_interval
         )
 
@@ -245,7 +245,7 @@ class PostgresStore:
         self._pool.close()
 
     def add_listener(self, listener: ChangeListener) -> None:
-        """Listeners hear of every revision any replica commits; see Announcer."""
+        """Listeners hear of every revision any replica commits; see _announcer."""
         self._announcer.add_listener(listener)
 
     @contextmanager

@@ -79,6 +79,8 @@ class ServerConfig:
     """Everything `sidecar serve` can be told; the defaults are the embedded ones."""
 
     listen: str = "127.0.0.1:50051"
+    # Share the port with other processes (`serve --processes`); else a second bind fails.
+    reuse_port: bool = False
     # A SQLite file, sqlite:///PATH, or postgresql://USER@HOST:PORT/DBNAME (replicas share it).
     db_path: Path | str = Path("var/registry.db")
     artifact_dir: Path | None = None
@@ -306,6 +308,9 @@ def build(config: ServerConfig, *, embedder: EmbedderLike | None = None) -> Side
             options=[
                 ("grpc.max_receive_message_length", config.max_receive_message_bytes),
                 ("grpc.max_send_message_length", 256 * 1024 * 1024),
+                # gRPC turns SO_REUSEPORT on by default: a second sidecar on the
+                # same port would then silently take half its connections.
+                ("grpc.so_reuseport", int(config.reuse_port)),
             ],
         )
         hub, follower = None, None

@@ -1,8 +1,12 @@
 """The embedded store: one SQLite file in WAL mode, one writer at a time.
 
 Rows only; the rules live in the registry. Writes are IMMEDIATE
-transactions behind a process-wide lock, so listeners hear of revisions
-strictly in order, and reads share that lock so they see whole revisions.
+transactions, so writers take turns even across processes, and revisions
+stay gap-free. Reads are one (deferred) transaction each, so they see whole
+revisions. Several processes may share the file (``sidecar serve
+--processes``): each one's announcer watches SQLite's ``data_version``, which
+moves whenever another connection commits, and announces the revisions it
+did not write itself within ``poll_interval``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ._announcer import Announcer
 from ._errors import ArtifactError
 from ._records import (
     model_table_sql,
@@ -73,16 +78,16 @@ _MIGRATIONS: dict[int, list[str]] = {
 class SqliteStore:
     """Owns one SQLite file; thread-safe."""
 
-    def __init__(self, path: Path, *, durable: bool = True) -> None:
+    def __init__(self, path: Path, *, durable: bool = True, poll_interval: float = 0.02) -> None:
         """``durable=False`` (followers) skips the fsync per commit.
 
         WAL keeps the file consistent either way; a follower that loses its
         last commits to a power cut just resumes from an earlier revision.
+        ``poll_interval``: how often to look for other processes' commits.
         """
         self.path = Path(path)
         self.location = str(self.path)
         self._lock = threading.RLock()
-        self._listeners: list[ChangeListener] = []
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -95,6 +100,9 @@ class SqliteStore:
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._init_schema()
+            with self.read() as txn:
+                start = txn.revision()
+            self._announcer = _SqliteAnnouncer(self.path, start, poll_interval)
         except (sqlite3.DatabaseError, ArtifactError) as exc:
             self._db.close()
             if isinstance(exc, ArtifactError):
@@ -128,21 +136,31 @@ class SqliteStore:
                 txn.set_meta("schema_version", str(SCHEMA_VERSION))
 
     def close(self) -> None:
+        self._announcer.close()
         with self._lock:
             self._db.close()
 
     def add_listener(self, listener: ChangeListener) -> None:
-        with self._lock:
-            self._listeners.append(listener)
+        """Listeners hear of every revision, this process's or another's; see _announcer."""
+        self._announcer.add_listener(listener)
 
     @contextmanager
     def read(self) -> Iterator[_SqliteTransaction]:
+        """One snapshot: another process's commit cannot land between two SELECTs."""
         with self._lock:
-            yield _SqliteTransaction(self._db)
+            self._db.execute("BEGIN")
+            try:
+                yield _SqliteTransaction(self._db)
+            finally:
+                self._db.execute("COMMIT")
 
     @contextmanager
     def write(self) -> Iterator[_SqliteTransaction]:
-        """One IMMEDIATE transaction; listeners run after COMMIT, still under the lock."""
+        """One IMMEDIATE transaction; listeners run after COMMIT and after the lock.
+
+        Announcing outside the lock keeps one lock order (announcer, then store:
+        the listeners read the store) for the writer and the poll thread alike.
+        """
         with self._lock:
             txn = _SqliteTransaction(self._db)
             self._db.execute("BEGIN IMMEDIATE")
@@ -152,12 +170,44 @@ class SqliteStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-            if txn.pending_revision:
-                for listener in list(self._listeners):
-                    try:
-                        listener(txn.pending_revision)
-                    except Exception:  # the write is durable; one bad listener must not hide it
-                        log.exception("listener failed for revision %d", txn.pending_revision)
+        if txn.adopted:  # a replica took a leader's number: announce just that one
+            self._announcer.announce_adopted(txn.pending_revision)
+        elif txn.pending_revision:
+            self._announcer.announce_up_to(txn.pending_revision)
+
+
+class _SqliteAnnouncer(Announcer):
+    """Wakes every ``poll_interval`` and announces what other processes committed.
+
+    Its own connection reads ``PRAGMA data_version`` (a few microseconds; it
+    changes when any other connection commits), and the revision only then.
+    """
+
+    thread_name = "sqlite-announce"
+
+    def __init__(self, path: Path, announced: int, poll_interval: float) -> None:
+        self._poll = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        super().__init__(self._read_revision, announced)
+        self._poll_interval = poll_interval
+
+    def _read_revision(self) -> int:
+        row = self._poll.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _run(self) -> None:
+        version = None
+        while not self._closed.wait(self._poll_interval):
+            try:
+                seen = self._poll.execute("PRAGMA data_version").fetchone()[0]
+                if seen != version:
+                    self.catch_up(rewind=False)  # an adopted revision: its writer announces it
+                    version = seen
+            except sqlite3.Error as exc:
+                log.warning("looking for other processes' commits failed (%s); retrying", exc)
+
+    def close(self) -> None:
+        super().close()
+        self._poll.close()
 
 
 class _SqliteTransaction(SqlRows):
@@ -166,6 +216,7 @@ class _SqliteTransaction(SqlRows):
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
         self.pending_revision = 0
+        self.adopted = False  # the revision is a leader's (replicas), not the next one
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self._db.execute(sql, params)
@@ -186,9 +237,11 @@ class _SqliteTransaction(SqlRows):
 
     def next_revision(self) -> int:
         revision = self.revision() + 1
-        self.adopt_revision(revision)
+        self.set_meta("revision", str(revision))
+        self.pending_revision = revision
         return revision
 
     def adopt_revision(self, revision: int) -> None:
         self.set_meta("revision", str(revision))
         self.pending_revision = revision
+        self.adopted = True

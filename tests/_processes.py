@@ -93,14 +93,21 @@ class Sidecars:
         self.procs: list[Proc] = []
 
     def leader(
-        self, name: str, *, history: int | None = None, artifact: Path | None = None
+        self,
+        name: str,
+        *,
+        history: int | None = None,
+        artifact: Path | None = None,
+        address: str | None = None,
+        extra: Sequence[str] = (),
     ) -> Proc:
-        args = ["--progress-interval", PROGRESS_INTERVAL]
+        args = ["--progress-interval", PROGRESS_INTERVAL, *extra]
         if history is not None:
             args += ["--history", str(history)]
         if artifact is not None:
             args += ["--artifact", str(artifact)]
-        return self._start(name, f"127.0.0.1:{free_port()}", self.root / f"{name}.db", args)
+        address = address or f"127.0.0.1:{free_port()}"
+        return self._start(name, address, self.root / f"{name}.db", args)
 
     def replica(self, name: str, db_url: str, *, history: int | None = None) -> Proc:
         """A registry replica: takes writes and serves Watch over a shared PostgreSQL db."""
@@ -109,10 +116,10 @@ class Sidecars:
             args += ["--history", str(history)]
         return self._start(name, f"127.0.0.1:{free_port()}", db_url, args)
 
-    def follower(self, name: str, *leaders: Proc) -> Proc:
+    def follower(self, name: str, *leaders: Proc, extra: Sequence[str] = ()) -> Proc:
         """Follows the first of ``leaders`` and fails over to the next ones, in order."""
         follow = ",".join(leader.address for leader in leaders)
-        args = ["--follow", follow, "--progress-interval", PROGRESS_INTERVAL]
+        args = ["--follow", follow, "--progress-interval", PROGRESS_INTERVAL, *extra]
         return self._start(name, f"127.0.0.1:{free_port()}", self.root / f"{name}.db", args)
 
     def restart(self, proc: Proc) -> Proc:

@@ -1,9 +1,12 @@
-"""The SQLite store: its schema, old files, corrupt files, and how much SQL one write costs."""
+"""The SQLite store: its schema, old files, corrupt files, how much SQL one write costs, and
+processes sharing one file."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -13,6 +16,7 @@ import pytest
 
 from sidecar import ArtifactError, Registry
 from sidecar._clustering import Clustering, normalize_rows
+from sidecar._readiness import wait_until
 from sidecar._sqlite_store import SCHEMA_VERSION, SqliteStore
 
 ITEMS = ("i0", "i1", "i2", "i3")
@@ -105,3 +109,40 @@ def test_random_bytes_are_refused(tmp_path: Path) -> None:
     path.write_bytes(b"NOT SQLITE" + os.urandom(8192))
     with pytest.raises(ArtifactError, match="cannot open registry database"):
         Registry.open(path)
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from sidecar import Registry
+from sidecar._sqlite_store import SqliteStore
+
+registry = Registry(SqliteStore(Path(sys.argv[1])))
+for i in range(int(sys.argv[3])):
+    registry.register_model(f"{sys.argv[2]}-{i}", 1.0, error_rates=[0.1, 0.2])
+registry.close()
+"""
+
+
+def test_processes_sharing_the_file_hear_every_revision_once_in_order(tmp_path: Path) -> None:
+    """`serve --processes`: two other processes and this one write at once, gap-free."""
+    path = tmp_path / "shared.db"
+    store = SqliteStore(path)
+    registry = Registry(store)
+    registry.activate_clustering(clustering())
+    heard: list[int] = []
+    store.add_listener(heard.append)
+    start, each = registry.revision, 15
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(path), name, str(each)])
+        for name in ("a", "b")
+    ]
+    for i in range(each):
+        registry.register_model(f"c-{i}", 1.0, error_rates=[0.3, 0.4])
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    end = start + 3 * each
+    wait_until(lambda: heard and heard[-1] == end, 15)
+    assert heard == list(range(start + 1, end + 1))
+    assert registry.revision == end
+    assert len(registry.list_models()[0]) == 3 * each
+    registry.close()

@@ -27,6 +27,7 @@ __all__ = ["build_parser", "main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `serve --processes` repeats it
     # Third-party libraries (onnxruntime's quantiser above all) log chatty INFO
     # lines on the root logger; only the sidecar's own loggers speak at INFO.
     logging.basicConfig(

@@ -190,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cost-weight", type=_nonnegative_float, default=0.0, help="default λ")
     p.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="serving processes sharing --listen's port (SO_REUSEPORT; spread per connection)",
+    )
+    p.add_argument("--process-index", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per call")
     p.add_argument("--truncation", default=None, help=TRUNCATION_HELP + " (default: manifest)")
     security = p.add_argument_group(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -14,15 +15,24 @@ log = logging.getLogger("sidecar")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .._process_group import ProcessGroup, check_group, report_ready, sibling_settings
     from .._server import ServerConfig, serve
     from .._store import is_postgres
 
-    db = args.db or ("var/follower.db" if args.follow else "var/registry.db")
+    check_group(args.listen, args.processes)
+    own = sibling_settings(
+        args.process_index,
+        args.db or ("var/follower.db" if args.follow else "var/registry.db"),
+        args.metrics_listen,
+        follow=bool(args.follow),
+    )
+    db = own.db
     security = _serve_security(args)
     config = ServerConfig(
         listen=args.listen,
+        reuse_port=args.processes > 1,
         db_path=db,
-        artifact_dir=args.artifact,
+        artifact_dir=args.artifact if own.activate_artifact else None,
         embedder_dir=args.embedder,
         cost_weight=args.cost_weight,
         max_workers=args.workers,
@@ -36,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         progress_interval=args.progress_interval,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         max_prompt_bytes=args.max_prompt_bytes,
-        metrics_listen=args.metrics_listen,
+        metrics_listen=own.metrics_listen,
         log_prompts=args.log_prompts,
         extproc_alias=args.extproc_alias,
         extproc_prompt=args.extproc_prompt,
@@ -47,20 +57,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # onnxruntime run; a 0.2 ms switch interval (default 5 ms) measured ~0.3 ms off a
     # Route on these machines. It is process-wide, so it is set here, not in serve().
     sys.setswitchinterval(args.gil_switch_interval)
-    sidecar = serve(config)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
         stop.set()
 
+    sidecar = serve(config)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    group = None
+    if args.processes > 1 and args.process_index == 0:
+        group = ProcessGroup(args.argv, args.processes)
+        try:
+            group.start(on_failure=stop.set)
+        except BaseException:
+            sidecar.stop(grace=0)
+            raise
+    report_ready(args.ready_fd)
     table = sidecar.tables.current
     if sidecar.follower is not None:
         role = f"follower of {sidecar.follower.describe_leaders()}"
     else:
         role = "registry replica" if is_postgres(db) else "leader"
+    if args.processes > 1:
+        role += f", process {args.process_index} of {args.processes} (pid {os.getpid()})"
     print(
         f"sidecar serving on {args.listen} (port {sidecar.port}) as {role}; "
         f"db={sidecar.registry.store.location} "
@@ -68,7 +89,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"models={table.size if table else 0}",
         flush=True,
     )
-    if config.write_tokens and not args.follow:
+    if args.process_index:  # process 0 has said the rest
+        pass
+    elif config.write_tokens and not args.follow:
         print(f"writes require a bearer token ({len(config.write_tokens)} configured)", flush=True)
     elif not args.follow:
         print(
@@ -79,14 +102,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    if config.read_tokens:
+    if config.read_tokens and not args.process_index:
         print(
             f"reads require a bearer token ({len(config.read_tokens)} read and "
             f"{len(config.write_tokens)} write token(s) configured)",
             flush=True,
         )
     tokens = config.write_tokens or config.read_tokens
-    if tokens and config.tls_cert is None and not _local_address(args.listen):
+    if (
+        tokens
+        and config.tls_cert is None
+        and not _local_address(args.listen)
+        and not args.process_index
+    ):
         print(
             f"warning: bearer tokens reach {args.listen} in clear text; add --tls-cert and "
             "--tls-key, or listen on loopback or a unix:// socket.",
@@ -94,7 +122,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     stop.wait()
+    if group is None:
+        sidecar.stop(grace=args.grace)
+        return 0
+    siblings = threading.Thread(target=group.stop, args=(args.grace,))
+    siblings.start()  # they drain beside this one
     sidecar.stop(grace=args.grace)
+    siblings.join()
+    if group.failure:
+        print(f"error: {group.failure}; the group stopped", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
