@@ -12,6 +12,7 @@ the unbatched figure, and p99 at 8 callers no worse than 2x unbatched p99.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import tempfile
 import threading
 import time
@@ -31,20 +32,39 @@ TIME_LIMIT_S = 15 * 60
 
 
 def drive(
-    address: str, callers: int, seconds: float, texts: Sequence[str], *, empty: bool = False
+    address: str,
+    callers: int,
+    seconds: float,
+    texts: Sequence[str],
+    *,
+    empty: bool = False,
+    connections: int = 1,
+    start_at: float | None = None,
 ) -> list[float]:
     """Closed loop: each caller sends its next prompt as soon as the previous answer lands.
 
     ``empty``: health Checks instead of Routes, the most calls/s the server's gRPC
-    stack can answer at all with these callers on these cores.
+    stack can answer at all with these callers on these cores. ``connections``:
+    callers take turns over that many channels, each its own TCP connection (as
+    many mesh proxies would hold; `serve --processes` spreads connections, not
+    calls). ``start_at``: a wall-clock time to start at, shared by client processes.
     """
     latencies: list[list[float]] = [[] for _ in range(callers)]
-    stop_at = time.perf_counter() + seconds
-    with grpc.insecure_channel(address) as channel:
-        stub = router_pb2_grpc.RouterStub(channel)
-        check = health_pb2_grpc.HealthStub(channel).Check
+    options = [("grpc.use_local_subchannel_pool", 1)] if connections > 1 else []
+    with ExitStack() as stack:
+        channels = [
+            stack.enter_context(grpc.insecure_channel(address, options)) for _ in range(connections)
+        ]
+        for channel in channels:  # connect each before the clock starts
+            grpc.channel_ready_future(channel).result(timeout=30)
+        if start_at is not None:
+            time.sleep(max(0.0, start_at - time.time()))
+        stop_at = time.perf_counter() + seconds
 
         def caller(c: int) -> None:
+            channel = channels[c % connections]
+            stub = router_pb2_grpc.RouterStub(channel)
+            check = health_pb2_grpc.HealthStub(channel).Check
             i = c * 9973
             while time.perf_counter() < stop_at:
                 request = router_pb2.RouteRequest(prompt=texts[i % len(texts)])
@@ -62,6 +82,48 @@ def drive(
         for t in threads:
             t.join()
     return [x for per in latencies for x in per]
+
+
+def drive_from_processes(
+    address: str,
+    callers: int,
+    seconds: float,
+    texts: Sequence[str],
+    *,
+    processes: int,
+    connections: int,
+    empty: bool = False,
+) -> list[float]:
+    """``drive`` split over client processes (callers and connections shared out evenly).
+
+    One Python client process tops out near one core's worth of calls (its
+    callers share a GIL), so a client that must not be the bottleneck is
+    several processes, started together at one wall-clock time.
+    """
+    context = multiprocessing.get_context("spawn")  # no fork of this process's gRPC threads
+    start_at = time.time() + 5.0  # time enough for the interpreters to import and connect
+    jobs = [
+        (address, callers // processes, seconds, list(texts), empty,
+         max(1, connections // processes), start_at)
+        for _ in range(processes)
+    ]  # fmt: skip
+    with context.Pool(processes) as pool:
+        parts = pool.starmap(_drive_job, jobs)
+    return [x for part in parts for x in part]
+
+
+def _drive_job(
+    address: str,
+    callers: int,
+    seconds: float,
+    texts: list[str],
+    empty: bool,
+    connections: int,
+    start_at: float,
+) -> list[float]:
+    return drive(
+        address, callers, seconds, texts, empty=empty, connections=connections, start_at=start_at
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
