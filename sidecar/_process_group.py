@@ -107,11 +107,12 @@ class ProcessGroup:
         self._stopping = threading.Event()
         self.failure: str | None = None  # why the group stopped on its own
 
-    def start(self, on_failure: Callable[[], None]) -> None:
+    def start(self, on_failure: Callable[[], None], cancel: threading.Event) -> None:
         """Starts every sibling and returns once all are SERVING; ``on_failure`` if one exits.
 
         Raises ArtifactError (after stopping the ones started) if one exits or
-        stays silent past ``ready_timeout``: its own log says why.
+        stays silent past ``ready_timeout``: its own log says why. Returns early,
+        siblings stopped, once ``cancel`` is set (a SIGTERM during start-up).
         """
         pipes: dict[int, subprocess.Popen[bytes]] = {}
         try:
@@ -137,7 +138,10 @@ class ProcessGroup:
                     os.close(write_end)
                 self.children.append(child)
                 pipes[read_end] = child
-            self._await_ready(pipes)
+            self._await_ready(pipes, cancel)
+            if cancel.is_set():
+                self.stop(grace=0)
+                return
         except BaseException:
             self.stop(grace=0)
             raise
@@ -152,10 +156,12 @@ class ProcessGroup:
                 daemon=True,
             ).start()
 
-    def _await_ready(self, pipes: dict[int, subprocess.Popen[bytes]]) -> None:
+    def _await_ready(
+        self, pipes: dict[int, subprocess.Popen[bytes]], cancel: threading.Event
+    ) -> None:
         waiting = dict(pipes)
         deadline = time.monotonic() + self._ready_timeout
-        while waiting:
+        while waiting and not cancel.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 pids = ", ".join(str(child.pid) for child in waiting.values())
@@ -163,7 +169,7 @@ class ProcessGroup:
                     f"serving process(es) {pids} did not report SERVING within "
                     f"{self._ready_timeout:.0f} s; see their log lines"
                 )
-            readable, _, _ = select.select(list(waiting), [], [], left)
+            readable, _, _ = select.select(list(waiting), [], [], min(left, 0.25))
             for read_end in readable:
                 child = waiting.pop(read_end)
                 if os.read(read_end, len(READY)) != READY:  # EOF: it exited before SERVING

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -227,3 +228,20 @@ def _state(pid: int) -> str:
             return stat.read().split(")")[1].split()[0]
     except FileNotFoundError:
         return "gone"
+
+
+def test_a_sibling_that_cannot_start_stops_process_zero_with_the_reason(
+    sidecars: Sidecars,
+) -> None:
+    """Process 1's metrics port (the metrics port + 1) is taken: it exits before SERVING."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1] - 1
+        leader = sidecars.leader(
+            "group", extra=["--processes", "2", "--metrics-listen", f"127.0.0.1:{port}"]
+        )
+        assert leader.popen.wait(timeout=120) == 1
+    log = leader.log.read_text()
+    assert "cannot serve metrics" in log
+    assert "before SERVING" in log

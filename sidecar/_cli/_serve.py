@@ -70,7 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.processes > 1 and args.process_index == 0:
         group = ProcessGroup(args.argv, args.processes)
         try:
-            group.start(on_failure=stop.set)
+            group.start(on_failure=stop.set, cancel=stop)
         except BaseException:
             sidecar.stop(grace=0)
             raise
