@@ -245,3 +245,28 @@ def test_a_sibling_that_cannot_start_stops_process_zero_with_the_reason(
     log = leader.log.read_text()
     assert "cannot serve metrics" in log
     assert "before SERVING" in log
+
+
+def test_a_follower_of_a_leader_group_hears_writes_taken_by_every_process(
+    sidecars: Sidecars, connections: list[grpc.Channel]
+) -> None:
+    """Its Watch stream lands on one process; writes land on either one."""
+    metrics_port = free_port()
+    leader = sidecars.leader(
+        "group",
+        extra=["--processes", "2", "--metrics-listen", f"127.0.0.1:{metrics_port}"],
+    )
+    group_serving(leader)
+    follower = sidecars.follower("follower", leader)
+    sidecars.wait_serving(follower)
+    names = sorted(f"m{i:02d}" for i in range(16))  # 16 connections: both processes take some
+    for name, channel in zip(names, open_connections(leader.address, 16, connections), strict=True):
+        registry_pb2_grpc.RegistryStub(channel).RegisterModel(
+            profile(name, 0.2), timeout=RPC_TIMEOUT
+        )
+    # Both processes took some of the writes (each counts its own registrations).
+    taken = [
+        metric(port, "uniroute_registrations_total") for port in (metrics_port, metrics_port + 1)
+    ]
+    assert all(count > 0 for count in taken), taken
+    wait_until(lambda: sorted(m.name for m in follower.models().models) == names, CONVERGE)
