@@ -7,6 +7,7 @@ serves it on the metrics port + I) to see what every one of them holds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -96,9 +97,31 @@ def open_connections(address: str, n: int, into: list[grpc.Channel]) -> list[grp
     return into[-n:]
 
 
+def free_ports(count: int) -> int:
+    """A port that is free with the ``count - 1`` ports after it (a group's metrics ports)."""
+    for _ in range(100):
+        base = free_port()
+        with contextlib.ExitStack() as held:
+            try:
+                for offset in range(count):
+                    taken = held.enter_context(socket.socket())
+                    taken.bind(("127.0.0.1", base + offset))
+            except OSError:
+                continue
+            return base
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
 def group_serving(proc: Proc, timeout: float = 120.0) -> None:
-    """Process 0 prints its line once every sibling is SERVING."""
-    wait_until(lambda: "process 0 of" in proc.log.read_text(errors="replace"), timeout)
+    """Process 0 prints its line once every sibling is SERVING; an early exit fails at once."""
+
+    def serving() -> bool:
+        text = proc.log.read_text(errors="replace")
+        if proc.popen.poll() is not None:  # not an AssertionError: wait_until would retry
+            raise RuntimeError(f"{proc.name} exited before its group was SERVING:\n{text}")
+        return "process 0 of" in text
+
+    wait_until(serving, timeout)
 
 
 def sibling_pids(proc: Proc) -> list[int]:
@@ -109,7 +132,7 @@ def sibling_pids(proc: Proc) -> list[int]:
 def test_a_leader_group_shares_one_port_and_one_registry(
     sidecars: Sidecars, connections: list[grpc.Channel]
 ) -> None:
-    metrics_port = free_port()
+    metrics_port = free_ports(PROCESSES)  # process I serves /metrics on port + I
     metrics_ports = [metrics_port + i for i in range(PROCESSES)]
     address = f"127.0.0.1:{free_port()}"
     extra = ["--processes", str(PROCESSES), "--metrics-listen", f"127.0.0.1:{metrics_port}"]
@@ -156,7 +179,7 @@ def test_a_follower_group_keeps_one_copy_per_process(
 ) -> None:
     leader = sidecars.leader("leader")
     sidecars.wait_serving(leader)
-    metrics_port = free_port()
+    metrics_port = free_ports(PROCESSES)  # process I serves /metrics on port + I
     follower = sidecars.follower(
         "followers",
         leader,
@@ -251,7 +274,7 @@ def test_a_follower_of_a_leader_group_hears_writes_taken_by_every_process(
     sidecars: Sidecars, connections: list[grpc.Channel]
 ) -> None:
     """Its Watch stream lands on one process; writes land on either one."""
-    metrics_port = free_port()
+    metrics_port = free_ports(PROCESSES)  # process I serves /metrics on port + I
     leader = sidecars.leader(
         "group",
         extra=["--processes", "2", "--metrics-listen", f"127.0.0.1:{metrics_port}"],
