@@ -257,10 +257,10 @@ def test_a_sibling_that_cannot_start_stops_process_zero_with_the_reason(
     sidecars: Sidecars,
 ) -> None:
     """Process 1's metrics port (the metrics port + 1) is taken: it exits before SERVING."""
+    port = free_ports(2)
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
+        taken.bind(("127.0.0.1", port + 1))
         taken.listen()
-        port = taken.getsockname()[1] - 1
         leader = sidecars.leader(
             "group", extra=["--processes", "2", "--metrics-listen", f"127.0.0.1:{port}"]
         )
