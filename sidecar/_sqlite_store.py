@@ -148,6 +148,9 @@ class SqliteStore:
     def read(self) -> Iterator[_SqliteTransaction]:
         """One snapshot: another process's commit cannot land between two SELECTs."""
         with self._lock:
+            if self._db.in_transaction:  # nested in this thread's read or write: already one
+                yield _SqliteTransaction(self._db)
+                return
             self._db.execute("BEGIN")
             try:
                 yield _SqliteTransaction(self._db)

@@ -146,3 +146,14 @@ def test_processes_sharing_the_file_hear_every_revision_once_in_order(tmp_path: 
     assert registry.revision == end
     assert len(registry.list_models()[0]) == 3 * each
     registry.close()
+
+
+def test_a_read_inside_a_write_or_a_read_sees_that_transaction(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "r.db")
+    with store.write() as txn:
+        txn.set_meta("note", "written")
+        with store.read() as inner:
+            assert inner.meta("note") == "written"  # the write's own, uncommitted row
+    with store.read() as outer, store.read() as inner:
+        assert outer.meta("note") == inner.meta("note") == "written"
+    store.close()
