@@ -23,7 +23,8 @@ peak RSS (VmHWM) of the serving static sidecar after the load; goal <= 150
 MB, reported next to the floor that Numba itself sets (fresh interpreters
 importing numpy, then numba, then loading one cached kernel).
 
-    python -m bench.static_serving [--rounds 10] [--per-round 100] [--seconds 5] [--quick]
+    python -m bench.static_serving [--rounds 10] [--per-round 100] [--seconds 5]
+                                   [--throughput-rounds 3] [--quick]
 """
 
 from __future__ import annotations
@@ -223,11 +224,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=5.0, help="per throughput run")
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 40, 2 s runs")
+    parser.add_argument(
+        "--throughput-rounds", type=int, default=3, help="interleaved throughput runs per server"
+    )
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 40, one 2 s run each")
     add_time_limit(parser, TIME_LIMIT_S)
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.per_round, args.seconds = 3, 40, 2.0
+        args.rounds, args.per_round, args.seconds, args.throughput_rounds = 3, 40, 2.0, 1
     with guarded(args.time_limit, "bench.static_serving"):
         return run(args)
 
@@ -259,16 +263,20 @@ def run(args: argparse.Namespace) -> int:
         lat = latency({"static": static, "static-aio": aio}, args.rounds, args.per_round)
         in_server = stage_means_us(before, stage_seconds(metrics_address))
         texts = prompts(20, 2000, seed=7)
-        throughput = {}
         servers = {"static": static, "static-aio": aio, "minilm": minilm, **groups}
         empties = {f"{name}, empty RPCs": groups.get(name, static)
                    for name in ("static", f"static ×{GROUP}")}  # fmt: skip
-        for name, address in [*servers.items(), *empties.items()]:
-            done = drive_from_processes(address, CALLERS, args.seconds, texts,
-                                        processes=CLIENT_PROCESSES, connections=CONNECTIONS,
-                                        empty=name in empties)  # fmt: skip
-            throughput[name] = {"routes": len(done), "per_s": len(done) / args.seconds,
-                                **summarise_ms(done)}  # fmt: skip
+        done: dict[str, list[float]] = {}
+        for _ in range(args.throughput_rounds):  # interleaved: drift hits every server alike
+            for name, address in [*servers.items(), *empties.items()]:
+                done.setdefault(name, []).extend(
+                    drive_from_processes(address, CALLERS, args.seconds, texts,
+                                         processes=CLIENT_PROCESSES, connections=CONNECTIONS,
+                                         empty=name in empties)
+                )  # fmt: skip
+        elapsed = args.seconds * args.throughput_rounds
+        throughput = {name: {"routes": len(d), "per_s": len(d) / elapsed, **summarise_ms(d)}
+                      for name, d in done.items()}  # fmt: skip
         memory = {name: status_kb(pid) for name, pid in pids.items()}
         breakdown = in_process(work, args.per_round * 5)
     floor = memory_floor()
@@ -398,7 +406,8 @@ def report(
     ]
     lines += [
         "",
-        f"Throughput, {CALLERS} closed-loop callers for {args.seconds:g} s each, in "
+        f"Throughput, {CALLERS} closed-loop callers, {args.throughput_rounds} interleaved "
+        f"run(s) of {args.seconds:g} s per server, in "
         f"{CLIENT_PROCESSES} client processes over {CONNECTIONS} connections (the clients "
         f"share the 2 cores with the servers). `×{GROUP}` is `sidecar serve --processes "
         f"{GROUP}`: {GROUP} serving processes on one port, which the kernel gives "
