@@ -9,7 +9,10 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .._server import ServerConfig
 
 log = logging.getLogger("sidecar")
 
@@ -89,38 +92,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"models={table.size if table else 0}",
         flush=True,
     )
-    if args.process_index:  # process 0 has said the rest
-        pass
-    elif config.write_tokens and not args.follow:
-        print(f"writes require a bearer token ({len(config.write_tokens)} configured)", flush=True)
-    elif not args.follow:
-        print(
-            "warning: writes (RegisterModel, DeregisterModel, ActivateClustering) are open to "
-            "anyone who can reach this port; keep it on loopback, or require a bearer token: "
-            "put tokens (one a line, 16+ characters, e.g. from `openssl rand -hex 32`) in a file "
-            "and pass --write-tokens-file PATH, or set UNIROUTE_WRITE_TOKENS=TOKEN1,TOKEN2.",
-            file=sys.stderr,
-            flush=True,
-        )
-    if config.read_tokens and not args.process_index:
-        print(
-            f"reads require a bearer token ({len(config.read_tokens)} read and "
-            f"{len(config.write_tokens)} write token(s) configured)",
-            flush=True,
-        )
-    tokens = config.write_tokens or config.read_tokens
-    if (
-        tokens
-        and config.tls_cert is None
-        and not _local_address(args.listen)
-        and not args.process_index
-    ):
-        print(
-            f"warning: bearer tokens reach {args.listen} in clear text; add --tls-cert and "
-            "--tls-key, or listen on loopback or a unix:// socket.",
-            file=sys.stderr,
-            flush=True,
-        )
+    if not args.process_index:  # siblings leave the advice to process 0
+        _advise_on_security(config, args)
     stop.wait()
     if group is None:
         sidecar.stop(grace=args.grace)
@@ -133,6 +106,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"error: {group.failure}; the group stopped", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def _advise_on_security(config: ServerConfig, args: argparse.Namespace) -> None:
+    """What the serving process says about tokens and TLS once it is up."""
+    if config.write_tokens and not args.follow:
+        print(f"writes require a bearer token ({len(config.write_tokens)} configured)", flush=True)
+    elif not args.follow:
+        print(
+            "warning: writes (RegisterModel, DeregisterModel, ActivateClustering) are open to "
+            "anyone who can reach this port; keep it on loopback, or require a bearer token: "
+            "put tokens (one a line, 16+ characters, e.g. from `openssl rand -hex 32`) in a file "
+            "and pass --write-tokens-file PATH, or set UNIROUTE_WRITE_TOKENS=TOKEN1,TOKEN2.",
+            file=sys.stderr,
+            flush=True,
+        )
+    if config.read_tokens:
+        print(
+            f"reads require a bearer token ({len(config.read_tokens)} read and "
+            f"{len(config.write_tokens)} write token(s) configured)",
+            flush=True,
+        )
+    tokens = config.write_tokens or config.read_tokens
+    if tokens and config.tls_cert is None and not _local_address(args.listen):
+        print(
+            f"warning: bearer tokens reach {args.listen} in clear text; add --tls-cert and "
+            "--tls-key, or listen on loopback or a unix:// socket.",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _serve_security(args: argparse.Namespace) -> dict[str, Any]:
