@@ -13,15 +13,17 @@ Contract for implementations:
   each sees every write committed before it, and revisions are gap-free.
 * Listeners hear of every committed revision exactly once, strictly in
   revision order, including revisions written by other processes sharing
-  the store (PostgreSQL replicas). A revision committed by this process is
-  announced before its ``write()`` returns, so a process reads its own
-  writes; revisions from elsewhere are announced soon after they commit,
-  possibly several in a row. So a listener must not assume the store is
-  still at the revision it is told of: it reads the event log by revision
-  (``changes_after(revision - 1)``) or a snapshot that may already be newer.
-  SQLite has one writer and announces each revision before the next write
-  starts. A listener that raises StoreUnavailable may be called again with
-  the same revision once the store is back, so listeners tolerate a repeat.
+  the store (PostgreSQL replicas, or the processes of ``serve --processes``
+  on one SQLite file); ``_announcer`` does this for both. A revision
+  committed by this process is announced before its ``write()`` returns, so
+  a process reads its own writes; revisions from elsewhere are announced
+  soon after they commit, possibly several in a row. So a listener must not
+  assume the store is still at the revision it is told of: it reads the
+  event log by revision (``changes_after(revision - 1)``) or a snapshot that
+  may already be newer. A replica that adopts a leader's revision number
+  announces just that number, even when it is lower than the last one. A
+  listener that raises StoreUnavailable may be called again with the same
+  revision once the store is back, so listeners tolerate a repeat.
 * ``read()`` is a consistent view: everything read inside it belongs to one
   committed revision.
 * Values go in and come out exactly: floats bit for bit, strings unchanged.
